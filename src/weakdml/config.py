@@ -1,0 +1,223 @@
+"""Every setting of a run, as dataclasses: read from YAML, overridden by CLI flags, validated with clear messages.
+
+A config has one section per concern (``data``, ``model``, ``optim``, ``train``, ``nngk``, ``mixup``, ``nst``,
+``dml``). Each field is a CLI flag named after it (``labeled_fraction`` -> ``--labeled-fraction``); field names are
+unique across sections so flags stay flat. The resolved config is saved as ``config.yaml`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from weakdml.errors import UserError
+
+
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    metadata = {"help": help, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = _opt("digits", "data set name (see `weakdml datasets`)")
+    data_root: str | None = _opt(None, "folder holding the data set's files")
+    train_dir: str | None = _opt(None, "folder dataset: training images as <dir>/<class>/* (MbDML's --data_dir)")
+    test_dir: str | None = _opt(None, "folder dataset: test images as <dir>/<class>/* (MbDML's --test)")
+    unlabeled_dir: str | None = _opt(None, "flat folder of extra unlabelled images")
+    im_ext: str | None = _opt(None, "folder dataset: only read files with this extension (e.g. png)")
+    input_size: int | None = _opt(None, "resize images to this many pixels per side (default: native size)")
+    download: bool = _opt(False, "let torchvision download the data set into --data-root")
+    labeled_fraction: float = _opt(0.1, "fraction of the training set that keeps its labels")
+    labels_per_class: int | None = _opt(None, "labelled images per class (instead of --labeled-fraction)")
+    val_fraction: float = _opt(0.1, "fraction of the labelled part held out for model selection")
+    split: str | None = _opt(None, "use this saved split file (from `weakdml split` or a run directory)")
+    augment: str = _opt("weak", "training augmentation", ("none", "weak", "strong"))
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = _opt("small-cnn", "backbone network", ("small-cnn", "resnet18", "resnet50", "googlenet"))
+    embedding_dim: int | None = _opt(128, "linear projection to this size (0 or None: the backbone's features)")
+    l2_normalize: bool = _opt(False, "L2-normalise embeddings")
+    pretrained: str | None = _opt(None, "local state dict (.pt/.pth) to initialise the backbone")
+    freeze_bn: bool = _opt(False, "keep BatchNorm statistics and affine parameters frozen")
+    dropout: float = _opt(0.0, "dropout before the embedding projection")
+    stochastic_depth: float = _opt(0.0, "stochastic-depth drop rate of residual blocks (ResNets)")
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = _opt("adam", "optimiser", ("adam", "adamw", "sgd"))
+    lr: float = _opt(1e-3, "learning rate")
+    weight_decay: float = _opt(0.0, "weight decay")
+    momentum: float = _opt(0.9, "SGD momentum")
+    schedule: str = _opt("cosine", "learning-rate schedule over epochs", ("none", "cosine", "step"))
+    milestones: list[int] = _opt([], "step schedule: epochs at which lr is multiplied by --gamma")
+    gamma: float = _opt(0.1, "step schedule: multiplier")
+
+
+@dataclass
+class TrainConfig:
+    method: str = _opt("nngk", "training method (see `weakdml train --help`)")
+    seed: int = _opt(0, "seed of the split, the initialisation and the data order")
+    epochs: int = _opt(30, "training epochs")
+    batch_size: int = _opt(64, "training batch size")
+    eval_batch_size: int = _opt(512, "batch size for embedding and evaluation")
+    device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps")
+    amp: bool = _opt(True, "mixed precision on CUDA (the NNGK kernel always runs in float32)")
+    deterministic: bool = _opt(False, "use deterministic algorithms (slower on GPU)")
+    out: str | None = _opt(None, "run directory (default: runs/<dataset>-<method>-s<seed>-<time>)")
+    progress: str = _opt("auto", "progress bars", ("auto", "on", "off"))
+
+
+@dataclass
+class NNGKConfig:
+    sigma: float = _opt(10.0, "Gaussian kernel width")
+    learnable_sigma: bool = _opt(False, "learn sigma (as log sigma) with the network")
+    neighbours: int = _opt(200, "K nearest centres used by the kernel classifier")
+    update_interval: int = _opt(5, "refresh the support bank every this many epochs")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    nngk: NNGKConfig = field(default_factory=NNGKConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+
+SECTIONS: dict[str, type] = typing.get_type_hints(Config)
+
+
+def _field_types(section: type) -> dict[str, Any]:
+    return typing.get_type_hints(section)
+
+
+def all_fields() -> dict[str, tuple[str, dataclasses.Field, Any]]:
+    """Every field by name: (section name, the field, its type). Names are unique across sections."""
+    out: dict[str, tuple[str, dataclasses.Field, Any]] = {}
+    for section_name, section in SECTIONS.items():
+        hints = _field_types(section)
+        for f in fields(section):
+            assert f.name not in out, f"config field {f.name} appears in two sections"
+            out[f.name] = (section_name, f, hints[f.name])
+    return out
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    """Convert a YAML or CLI value to the field's type, or raise UserError naming the field."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    optional = type(None) in typing.get_args(kind)
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise UserError(f"setting '{name}' cannot be empty")
+    base = args[0] if optional else kind
+    origin = typing.get_origin(base)
+    try:
+        if origin is list:
+            item = typing.get_args(base)[0]
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            return [item(v) for v in value]
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if base is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return base(value)
+    except (TypeError, ValueError):
+        raise UserError(f"setting '{name}' expects {getattr(base, '__name__', base)}, got {value!r}") from None
+
+
+def build_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the YAML file (nested by section, or flat), then the overrides (flat names); validated."""
+    values: dict[str, Any] = {}
+    if yaml_path is not None:
+        values.update(_read_yaml(Path(yaml_path)))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return config_from_flat(values)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"config file {path} not found")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"config file {path} must hold a mapping of settings")
+    flat: dict[str, Any] = {}
+    for key, value in loaded.items():
+        if key in SECTIONS and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return {k.replace("-", "_"): v for k, v in flat.items()}
+
+
+def config_from_flat(values: dict[str, Any]) -> Config:
+    known = all_fields()
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise UserError(f"unknown setting(s) {', '.join(unknown)}; run `weakdml train --help` for the list")
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for name, value in values.items():
+        section_name, f, kind = known[name]
+        value = _coerce(name, value, kind)
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise UserError(f"setting '{name}' must be one of {', '.join(choices)}, got {value!r}")
+        sections[section_name][name] = value
+    config = Config(**{name: SECTIONS[name](**kw) for name, kw in sections.items()})
+    validate(config)
+    return config
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+def validate(config: Config) -> None:
+    """Range checks that a type cannot express; each failure says what to change."""
+    d, m, o, t, n = config.data, config.model, config.optim, config.train, config.nngk
+    _check(0 < d.labeled_fraction <= 1, f"--labeled-fraction must be in (0, 1], got {d.labeled_fraction}")
+    _check(d.labels_per_class is None or d.labels_per_class >= 1,
+           f"--labels-per-class must be at least 1, got {d.labels_per_class}")
+    _check(0 <= d.val_fraction < 1, f"--val-fraction must be in [0, 1), got {d.val_fraction}")
+    _check(d.input_size is None or d.input_size >= 4, f"--input-size must be at least 4, got {d.input_size}")
+    _check(m.embedding_dim is None or m.embedding_dim >= 0, "--embedding-dim must be positive (or 0 for none)")
+    _check(0 <= m.dropout < 1, f"--dropout must be in [0, 1), got {m.dropout}")
+    _check(0 <= m.stochastic_depth < 1, f"--stochastic-depth must be in [0, 1), got {m.stochastic_depth}")
+    _check(o.lr > 0, f"--lr must be positive, got {o.lr}")
+    _check(o.weight_decay >= 0, f"--weight-decay must be non-negative, got {o.weight_decay}")
+    _check(t.epochs >= 1, f"--epochs must be at least 1, got {t.epochs}")
+    _check(t.batch_size >= 2, f"--batch-size must be at least 2, got {t.batch_size}")
+    _check(t.eval_batch_size >= 1, f"--eval-batch-size must be at least 1, got {t.eval_batch_size}")
+    _check(n.sigma > 0, f"--sigma must be positive, got {n.sigma}")
+    _check(n.neighbours >= 1, f"--neighbours must be at least 1, got {n.neighbours}")
+    _check(n.update_interval >= 1, f"--update-interval must be at least 1, got {n.update_interval}")

@@ -1,0 +1,9 @@
+"""The one exception type for mistakes the user can fix (bad flag, missing data, empty folder, ...).
+
+The CLI prints it as a single line and exits with status 2; every other exception is a programming error and keeps
+its traceback.
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment, with a message that says what was wrong and what to do."""
