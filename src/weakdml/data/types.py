@@ -55,3 +55,14 @@ class DataBundle:
     @property
     def image_size(self) -> int:
         return self.train.images.shape[-1]
+
+
+@dataclass
+class TrainData:
+    """The parts of a split a method may train on; validation and test stay with the engine. The unlabelled part's
+    labels are all -1 (set when the split is applied), so training code cannot read them."""
+
+    labeled: ImageSet
+    unlabeled: ImageSet
+    num_classes: int
+    flip: bool

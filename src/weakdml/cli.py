@@ -1,0 +1,171 @@
+"""The `weakdml` command: parses, validates, calls the library, and turns user errors into one clear line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from weakdml.config import SECTIONS, all_fields, build_config
+from weakdml.errors import UserError
+
+log = logging.getLogger("weakdml")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]) -> None:
+    """One flag per config field of the given sections; defaults stay None so only given flags override."""
+    for section in sections:
+        group = parser.add_argument_group(f"{section} settings")
+        for name, (sec, f, kind) in all_fields().items():
+            if sec != section:
+                continue
+            flag = "--" + name.replace("_", "-")
+            default = f.default if f.default is not f.default_factory else f.default_factory()  # type: ignore[misc]
+            help_text = f"{f.metadata['help']} (default: {default})"
+            if kind is bool:
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            else:
+                group.add_argument(flag, default=None, metavar=name.split("_")[-1].upper(), help=help_text,
+                                   choices=f.metadata.get("choices"))
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    fields = all_fields()
+    return {k: v for k, v in vars(args).items() if k in fields and v is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="weakdml", description="Deep metric learning when labels are scarce.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("datasets", help="list known data sets, whether their files were found, how to get them")
+    p.add_argument("--data-root", default=None, help="also look in this folder")
+
+    p = sub.add_parser("split", help="write a seeded, stratified labelled/validation/unlabelled split")
+    _add_config_flags(p, ("data",))
+    p.add_argument("--seed", default=None, help="seed of the split (default: 0)")
+    p.add_argument("--out", default=None, help="split file to write (default: split-<dataset>-s<seed>.json)")
+
+    p = sub.add_parser("train", help="train a model; prints the test accuracy and the run directory")
+    p.add_argument("--config", default=None, help="YAML file of settings (flags override it)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    _add_config_flags(p, tuple(SECTIONS))
+
+    p = sub.add_parser("evaluate", help="recompute the test metrics of a run from its best model")
+    p.add_argument("run_dir")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("evaluate-embeddings", help="metrics of any embeddings (.npy) and labels")
+    p.add_argument("embeddings")
+    p.add_argument("labels")
+    p.add_argument("--ref-embeddings", default=None, help="reference (gallery) embeddings; default leave-one-out")
+    p.add_argument("--ref-labels", default=None)
+    p.add_argument("--recall-k", default="1,2,4,8", help="K values of Recall@K")
+    p.add_argument("--knn-k", type=int, default=5, help="neighbours of the kNN vote")
+    p.add_argument("--faiss", action="store_true", help="search with faiss (pip install faiss-cpu)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from weakdml.data.registry import dataset_status
+
+    cfg = build_config(overrides={"data_root": args.data_root})
+    for status in dataset_status(cfg.data):
+        mark = "found" if status.found else "missing"
+        print(f"{status.name:14s} {mark:8s} {status.description}")
+        print(f"{'':14s} looked in: {', '.join(status.looked_in) or '-'}")
+        if not status.found:
+            print(f"{'':14s} to get it: {status.how_to_get}")
+
+
+def cmd_split(args: argparse.Namespace) -> None:
+    from weakdml.data.prepare import split_for
+    from weakdml.data.registry import load_dataset
+
+    cfg = build_config(overrides=_overrides(args) | {"split": None})
+    bundle = load_dataset(cfg.data)
+    split = split_for(cfg, bundle)
+    out = Path(args.out or f"split-{cfg.data.dataset}-s{cfg.train.seed}.json")
+    split.save(out)
+    print(f"{out}: {len(split.labeled)} labelled, {len(split.val)} validation, {len(split.unlabeled)} unlabelled "
+          f"of {split.pool_size} training images (seed {split.seed})")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from weakdml.engine import run
+
+    _log_to_terminal()
+    if args.resume:
+        summary = run.resume(Path(args.resume), _overrides(args))
+    else:
+        summary = run.train(build_config(args.config, _overrides(args)))
+    print(f"test accuracy: {summary.metrics['test_accuracy']:.4f}")
+    print(f"run directory: {summary.run_dir}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from weakdml.engine.run import evaluate_run
+    from weakdml.evaluation.report import format_metrics
+
+    metrics = evaluate_run(Path(args.run_dir), args.device)
+    print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
+
+
+def cmd_evaluate_embeddings(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from weakdml.evaluation.report import evaluate_embeddings, format_metrics
+
+    def load(path: str | None) -> Any:
+        if path is None:
+            return None
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot read {path} as a .npy array: {error}") from None
+
+    if (args.ref_embeddings is None) != (args.ref_labels is None):
+        raise UserError("give both --ref-embeddings and --ref-labels, or neither")
+    try:
+        ks = tuple(int(k) for k in args.recall_k.split(","))
+    except ValueError:
+        raise UserError(f"--recall-k expects comma-separated integers, got {args.recall_k!r}") from None
+    metrics = evaluate_embeddings(load(args.embeddings), load(args.labels), load(args.ref_embeddings),
+                                  load(args.ref_labels), recall_ks=ks, knn_k=args.knn_k,
+                                  backend="faiss" if args.faiss else "torch")
+    print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
+
+
+def _log_to_terminal() -> None:
+    log.setLevel(logging.INFO)
+    if not any(type(h) is logging.StreamHandler for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+
+
+COMMANDS = {"datasets": cmd_datasets, "split": cmd_split, "train": cmd_train, "evaluate": cmd_evaluate,
+            "evaluate-embeddings": cmd_evaluate_embeddings}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except UserError as error:
+        print(f"weakdml: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("weakdml: interrupted; a run continues from its last checkpoint with `weakdml train --resume RUN_DIR`",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

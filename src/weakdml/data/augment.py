@@ -1,0 +1,75 @@
+"""Batched image augmentation on tensors: one call per batch, no Python loop over images for the weak views.
+
+Images enter as uint8 (B, C, H, W) and leave as float in [0, 1]; the model normalises them itself. ``weak`` is the
+standard random crop (reflect padding of 1/8 of the side) plus a horizontal flip where the data set allows it;
+``strong`` adds RandAugment (torchvision transforms.v2, per image: its operations differ per image by design) and
+random erasing, the noise of Noisy Student and FixMatch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from weakdml.compat import import_torchvision
+
+AUGMENTATIONS = ("none", "weak", "strong")
+
+
+def random_crop_flip(images: torch.Tensor, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random translation by up to 1/8 of the side (reflect-padded) and optional horizontal flip, per image."""
+    b, c, h, w = images.shape
+    pad = max(1, h // 8)
+    padded = F.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(images.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(images.device)
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, :, None]  # (B, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, :]  # (B, 1, W)
+    if flip:
+        mirrored = torch.rand(b, generator=generator).to(images.device) < 0.5
+        cols = torch.where(mirrored[:, None, None], cols.flip(-1), cols)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows, cols]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2)
+
+
+def rand_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """RandAugment (2 operations, magnitude 9 of 31 bins drawn at random) per uint8 image; torch's global RNG is
+    re-seeded from ``generator`` so that the result is reproducible."""
+    import_torchvision()
+    from torchvision.transforms import v2
+    state = torch.random.get_rng_state()
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    try:
+        op = v2.RandAugment(num_ops=2, magnitude=9)
+        cpu = images.cpu()
+        out = torch.stack([op(img) for img in cpu]).to(images.device)
+    finally:
+        torch.random.set_rng_state(state)
+    return out
+
+
+def augment(images: torch.Tensor, kind: str, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Apply the named augmentation to a uint8 batch; returns float images in [0, 1]."""
+    if kind == "none":
+        return images.float() / 255
+    if kind == "strong":
+        images = rand_augment(images, generator)
+    out = random_crop_flip(images, flip, generator) / 255
+    if kind == "strong":
+        out = random_erase(out, generator)
+    return out
+
+
+def random_erase(images: torch.Tensor, generator: torch.Generator, max_fraction: float = 0.25) -> torch.Tensor:
+    """Cutout: erase one random square of up to ``max_fraction`` of the area per image (to the image mean)."""
+    b, _, h, w = images.shape
+    side = (torch.rand(b, generator=generator) * max_fraction).sqrt()
+    sh, sw = (side * h).long().clamp(min=1), (side * w).long().clamp(min=1)
+    y0 = (torch.rand(b, generator=generator) * (h - sh + 1)).long()
+    x0 = (torch.rand(b, generator=generator) * (w - sw + 1)).long()
+    ys, xs = torch.arange(h)[None, :], torch.arange(w)[None, :]
+    in_y = (ys >= y0[:, None]) & (ys < (y0 + sh)[:, None])  # (B, H)
+    in_x = (xs >= x0[:, None]) & (xs < (x0 + sw)[:, None])  # (B, W)
+    mask = (in_y[:, :, None] & in_x[:, None, :])[:, None].to(images.device)  # (B, 1, H, W)
+    return torch.where(mask, images.mean(dim=(1, 2, 3), keepdim=True), images)

@@ -1,0 +1,102 @@
+"""Reading image files into one uint8 tensor (N, C, H, W), and resizing such tensors.
+
+Every file is decoded by PIL exactly once; everything after that works on arrays and tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from weakdml.errors import UserError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+DEFAULT_SIZE = 64  # side used when images differ in size and no --input-size is given
+_GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+def extensions(im_ext: str | None) -> tuple[str, ...]:
+    """The accepted file suffixes: ``im_ext`` alone (with or without its dot), else every common image format."""
+    if not im_ext:
+        return IMAGE_EXTENSIONS
+    return ("." + im_ext.strip().lstrip(".").lower(),)
+
+
+def list_images(folder: Path, suffixes: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files anywhere under ``folder`` (hidden ones skipped), sorted by path."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in suffixes
+        and p.is_file()
+        and not any(s.startswith(".") for s in p.relative_to(folder).parts)
+    )
+
+
+def _open(path: Path) -> Image.Image:
+    """Decode one file as "L" (grey) or "RGB"; an unreadable file is a UserError that names it."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in _GREY_MODES:
+                return image.convert("L")
+            rgb = image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        reason = " ".join(str(error).split())
+        raise UserError(f"cannot read image {path} ({reason}); remove or replace that file") from None
+    if image.mode in ("P", "PA"):  # palette images (GIF, PNG-8) are often grey
+        array = np.asarray(rgb)
+        if (array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all():
+            return rgb.convert("L")
+    return rgb
+
+
+def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    height, width = size
+    if image.size == (width, height):
+        return image
+    return image.resize((width, height), Image.Resampling.BILINEAR)  # PIL's bilinear antialiases when shrinking
+
+
+def read_images(
+    paths: Sequence[Path], size: int | tuple[int, int] | None = None, channels: int | None = None
+) -> torch.Tensor:
+    """Read image files into uint8 (N, C, H, W).
+
+    ``size`` (side or (H, W)) resizes while reading; without it images keep their common size, or become
+    DEFAULT_SIZE square if sizes differ. ``channels`` forces 1 or 3; without it all are RGB if any file is colour.
+    """
+    target = (size, size) if isinstance(size, int) else size
+    loaded: list[Image.Image] = []
+    for path in paths:
+        image = _open(path)
+        if target is None and loaded and image.size != loaded[0].size:
+            target = (DEFAULT_SIZE, DEFAULT_SIZE)
+            loaded = [_resized(done, target) for done in loaded]
+        loaded.append(image if target is None else _resized(image, target))
+    if not loaded:
+        raise ValueError("read_images needs at least one path")
+    if channels is None:
+        channels = 3 if any(image.mode == "RGB" for image in loaded) else 1
+    mode = "RGB" if channels == 3 else "L"
+    arrays = np.stack([np.asarray(image.convert(mode)) for image in loaded])  # (N, H, W[, 3])
+    tensor = torch.from_numpy(arrays)
+    return tensor.unsqueeze(1) if channels == 1 else tensor.permute(0, 3, 1, 2).contiguous()
+
+
+def resize_images(images: torch.Tensor, size: int | tuple[int, int], chunk: int = 1024) -> torch.Tensor:
+    """Bilinear, antialiased resize of uint8 (N, C, H, W) to (N, C, size, size), chunk by chunk to bound memory."""
+    target = (size, size) if isinstance(size, int) else size
+    if tuple(images.shape[-2:]) == target:
+        return images
+    out = torch.empty((len(images), images.shape[1], *target), dtype=torch.uint8)
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk].float()
+        part = F.interpolate(part, size=target, mode="bilinear", antialias=True, align_corners=False)
+        out[start : start + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
+    return out

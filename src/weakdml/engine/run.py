@@ -1,0 +1,139 @@
+"""A run directory from start to finish: prepare data and model, train (or resume), evaluate the best model.
+
+A run directory holds ``config.yaml`` (resolved), ``split.json``, ``metrics.csv``/``metrics.jsonl``, ``last.pt``,
+``best.pt``, ``final_metrics.json`` and ``train.log``; it can be resumed and re-evaluated from itself alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from weakdml.config import Config, build_config
+from weakdml.data.prepare import PreparedData, prepare_data
+from weakdml.engine.checkpoint import load_checkpoint
+from weakdml.engine.environment import resolve_device, seed_everything
+from weakdml.engine.trainer import Trainer, evaluate_accuracy
+from weakdml.errors import UserError
+from weakdml.evaluation.report import evaluate_embeddings
+from weakdml.methods import METHODS, Method
+from weakdml.models.embedding import EmbeddingNet, channel_stats
+from weakdml.models.pretrained import load_pretrained
+
+log = logging.getLogger("weakdml")
+RESUMABLE_SETTINGS = ("epochs", "device", "progress", "eval_batch_size")
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def default_run_dir(cfg: Config) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.data.dataset}-{cfg.train.method}-s{cfg.train.seed}-{stamp}"
+
+
+def build_method(cfg: Config, data: PreparedData, device: torch.device) -> Method:
+    if cfg.train.method not in METHODS:
+        raise UserError(f"unknown method '{cfg.train.method}'; choose one of {', '.join(METHODS)}")
+    mean, std = channel_stats(data.train.labeled.images)
+    model = EmbeddingNet(cfg.model, data.bundle.channels, data.bundle.image_size, mean, std)
+    if cfg.model.pretrained:
+        log.info(load_pretrained(model.backbone, cfg.model.pretrained))
+    return METHODS[cfg.train.method](model, data.train, cfg).to(device)
+
+
+def _attach_log_file(run_dir: Path) -> None:
+    log.setLevel(logging.INFO)
+    for handler in list(log.handlers):
+        if isinstance(handler, logging.FileHandler):
+            log.removeHandler(handler)
+            handler.close()
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+
+
+def train(cfg: Config) -> RunSummary:
+    """Train a new run as configured and evaluate its best-on-validation model on the test set."""
+    run_dir = Path(cfg.train.out) if cfg.train.out else default_run_dir(cfg)
+    if (run_dir / "last.pt").exists():
+        raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+    return _fit(cfg, run_dir, resume=False)
+
+
+def resume(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunSummary:
+    """Continue an interrupted run from its last checkpoint (only the settings in RESUMABLE_SETTINGS may change)."""
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "last.pt").is_file():
+        raise UserError(f"{run_dir} is not a weakdml run directory with a checkpoint (config.yaml and last.pt)")
+    changed = sorted(set(k for k, v in (overrides or {}).items() if v is not None) - set(RESUMABLE_SETTINGS))
+    if changed:
+        raise UserError(f"cannot change {', '.join(changed)} when resuming; only {', '.join(RESUMABLE_SETTINGS)}")
+    cfg = build_config(run_dir / "config.yaml", overrides)
+    return _fit(cfg, run_dir, resume=True)
+
+
+def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    split_file = run_dir / "split.json" if resume else None
+    data = prepare_data(cfg, split_file)
+    method = build_method(cfg, data, device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _attach_log_file(run_dir)
+    cfg.save(run_dir / "config.yaml")
+    data.split.save(run_dir / "split.json")
+    trainer = Trainer(cfg, method, data.val, data.test, run_dir)
+    if resume:
+        trainer.resume()
+        log.info(f"resumed {run_dir} at epoch {trainer.start_epoch + 1}")
+    else:
+        log.info(f"training {cfg.train.method} on {cfg.data.dataset}: {len(data.train.labeled)} labelled, "
+                 f"{len(data.val)} validation, {len(data.train.unlabeled)} unlabelled, {len(data.test)} test; "
+                 f"device {device}; run directory {run_dir}")
+    started = time.perf_counter()
+    trainer.fit()
+    metrics = final_metrics(method, data, run_dir)
+    metrics["train_seconds"] = time.perf_counter() - started
+    (run_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info(f"test accuracy {metrics['test_accuracy']:.4f} (best validation epoch {metrics['best_epoch'] + 1})")
+    return RunSummary(run_dir, metrics)
+
+
+def final_metrics(method: Method, data: PreparedData, run_dir: Path) -> dict[str, Any]:
+    """Test metrics of the best-on-validation model: the method's accuracy, then embedding metrics of the test set
+    against the labelled training images (kNN accuracy, Recall@K, MAP@R, clustering)."""
+    best = load_checkpoint(run_dir / "best.pt", map_location=method.device)
+    method.load_state_dict(best["method"])
+    test = evaluate_accuracy(method, data.test)
+    val = evaluate_accuracy(method, data.val)
+    test_emb = method.embed_all(data.test.images).cpu()
+    ref_emb = method.embed_all(data.train.labeled.images).cpu()
+    embedding = evaluate_embeddings(test_emb, data.test.labels, ref_emb, data.train.labeled.labels,
+                                    seed=method.cfg.train.seed)
+    return {"test_accuracy": test.accuracy, "test_loss": test.loss, "val_accuracy": val.accuracy,
+            "best_epoch": int(best["epoch"]), **{f"test_{k}": v for k, v in embedding.items()}}
+
+
+def load_run(run_dir: Path, device: str = "auto") -> tuple[Config, PreparedData, Method]:
+    """Rebuild a run's data, split and method from its directory (for evaluation and plots)."""
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "best.pt").is_file():
+        raise UserError(f"{run_dir} is not a weakdml run directory with a trained model (config.yaml and best.pt)")
+    cfg = build_config(run_dir / "config.yaml", {"device": device})
+    data = prepare_data(cfg, run_dir / "split.json")
+    method = build_method(cfg, data, resolve_device(cfg.train.device))
+    return cfg, data, method
+
+
+def evaluate_run(run_dir: Path, device: str = "auto") -> dict[str, Any]:
+    """Recompute the test metrics of a run from its saved best model."""
+    _, data, method = load_run(run_dir, device)
+    return final_metrics(method, data, run_dir)

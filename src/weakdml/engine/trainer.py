@@ -1,0 +1,130 @@
+"""The training loop: it calls the method's hooks and knows nothing of which method it runs.
+
+Per epoch: ``on_epoch_start``, the method's batches through ``training_step`` (AMP on CUDA), optimiser and schedule
+steps, then accuracy on the validation and test parts (test is recorded for the curves, never used to choose), a
+metrics row, and checkpoints: ``last.pt`` every epoch and ``best.pt`` when validation accuracy improves (ties broken
+by lower validation loss). A non-finite loss stops training and keeps the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from weakdml.config import Config
+from weakdml.data.types import ImageSet
+from weakdml.engine.checkpoint import load_checkpoint, save_atomic
+from weakdml.engine.environment import rng_state, set_rng_state
+from weakdml.engine.metrics_log import MetricsLog
+from weakdml.engine.optim import build_optimizer, build_scheduler
+from weakdml.errors import UserError
+from weakdml.methods.base import Method
+
+log = logging.getLogger("weakdml")
+
+
+@dataclass
+class EvalResult:
+    accuracy: float
+    loss: float
+
+
+@torch.no_grad()
+def evaluate_accuracy(method: Method, images: ImageSet) -> EvalResult:
+    """Accuracy and mean NLL of the method's classifier on a labelled image set."""
+    if len(images) == 0:
+        return EvalResult(math.nan, math.nan)
+    scores = method.predict_all(images.images)
+    labels = images.labels.to(scores.device)
+    return EvalResult((scores.argmax(1) == labels).float().mean().item(), F.cross_entropy(scores, labels).item())
+
+
+class Trainer:
+    def __init__(self, cfg: Config, method: Method, val: ImageSet, test: ImageSet, run_dir: Path) -> None:
+        self.cfg, self.method, self.val, self.test, self.run_dir = cfg, method, val, test, run_dir
+        self.optimizer = build_optimizer(method, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs)
+        self.log = MetricsLog(run_dir)
+        self.start_epoch = 0
+        self.best = (-math.inf, math.inf)  # (validation accuracy, validation loss)
+        device = method.device
+        self.amp_dtype = None
+        if cfg.train.amp and device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    # -- checkpoints ---------------------------------------------------------------------------------------------
+    def _state(self, epoch: int) -> dict:
+        return {"epoch": epoch, "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "best_val_accuracy": self.best[0], "best_val_loss": self.best[1], "rng": rng_state()}
+
+    def resume(self) -> None:
+        """Continue from ``last.pt``: model, method state (banks), optimiser, schedule, RNG, epoch."""
+        state = load_checkpoint(self.run_dir / "last.pt", map_location=self.method.device)
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.best = (state["best_val_accuracy"], state["best_val_loss"])
+        set_rng_state(state["rng"])
+        self.start_epoch = state["epoch"] + 1
+        self.log.truncate_after(state["epoch"])
+
+    # -- loop ----------------------------------------------------------------------------------------------------
+    def fit(self) -> None:
+        quiet = {"auto": not sys.stderr.isatty(), "on": False, "off": True}[self.cfg.train.progress]
+        for epoch in range(self.start_epoch, self.cfg.train.epochs):
+            started = time.perf_counter()
+            train_stats = self._train_epoch(epoch, quiet)
+            val, test = evaluate_accuracy(self.method, self.val), evaluate_accuracy(self.method, self.test)
+            row = {"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()},
+                   "val_accuracy": val.accuracy, "val_loss": val.loss, "test_accuracy": test.accuracy,
+                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+            self.scheduler.step()
+            improved = (val.accuracy, -val.loss) > (self.best[0], -self.best[1]) or math.isnan(val.accuracy)
+            if improved:
+                self.best = (val.accuracy, val.loss)
+            state = self._state(epoch)
+            save_atomic(state, self.run_dir / "last.pt")
+            if improved:
+                save_atomic({"epoch": epoch, "method": state["method"]}, self.run_dir / "best.pt")
+            self.log.append(row | {"best": improved})
+            log.info(f"epoch {epoch + 1}/{self.cfg.train.epochs}  loss {train_stats['loss']:.4f}  "
+                     f"val {val.accuracy:.4f}  test {test.accuracy:.4f}  ({row['seconds']:.1f} s)")
+
+    def _train_epoch(self, epoch: int, quiet: bool) -> dict[str, float]:
+        method = self.method
+        method.train()
+        method.seed_epoch(epoch)
+        method.on_epoch_start(epoch)
+        totals: dict[str, float] = {}
+        seen = 0
+        bar = tqdm(method.batches(epoch), desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}", leave=False,
+                   disable=quiet, unit="batch")
+        for step, batch in enumerate(bar):
+            with torch.autocast(method.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                losses = method.training_step(batch)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise UserError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training "
+                                f"stopped and the last good checkpoint is kept in {self.run_dir} (try a lower --lr)")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            n = len(batch.labels)
+            seen += n
+            for key, value in losses.items():
+                totals[key] = totals.get(key, 0.0) + float(value) * n
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        return {key: value / max(seen, 1) for key, value in totals.items()}

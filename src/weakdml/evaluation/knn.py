@@ -1,0 +1,141 @@
+"""Exact k-nearest-neighbour search by squared Euclidean distance, chunked so memory stays bounded.
+
+The default backend is plain torch matrix products on the inputs' device (CPU or CUDA); it is exact and, for the
+sizes of this project, as fast as flat faiss. ``backend="faiss"`` uses ``faiss.IndexFlatL2`` for very large sets.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+from weakdml.errors import UserError
+
+ArrayLike = torch.Tensor | np.ndarray
+Backend = Literal["torch", "faiss"]
+
+
+def as_embeddings(x: ArrayLike, name: str = "embeddings") -> torch.Tensor:
+    """A (N, D) floating tensor from a tensor or array, or a UserError saying what is wrong with it."""
+    t = torch.as_tensor(x)
+    if t.ndim != 2:
+        raise UserError(f"{name} must be a 2-D array (N, D), got shape {tuple(t.shape)}")
+    if t.shape[0] == 0 or t.shape[1] == 0:
+        raise UserError(f"{name} is empty (shape {tuple(t.shape)})")
+    return t if t.is_floating_point() else t.float()
+
+
+def as_labels(x: ArrayLike, n: int | None = None, name: str = "labels") -> torch.Tensor:
+    """A (N,) integer tensor from a tensor or array; ``n`` is the expected length (that of the embeddings)."""
+    t = torch.as_tensor(x)
+    if t.ndim != 1:
+        raise UserError(f"{name} must be a 1-D array (N,), got shape {tuple(t.shape)}")
+    if t.is_floating_point() or t.is_complex():
+        raise UserError(f"{name} must be integers, got dtype {t.dtype}")
+    if t.shape[0] == 0:
+        raise UserError(f"{name} is empty")
+    if n is not None and t.shape[0] != n:
+        raise UserError(f"{name} has {t.shape[0]} entries but there are {n} embeddings")
+    return t.long()
+
+
+def as_queries_and_refs(
+    queries: ArrayLike, query_labels: ArrayLike, refs: ArrayLike | None, ref_labels: ArrayLike | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """Validated (queries, query labels, refs, ref labels, leave_one_out); without refs the queries are the refs."""
+    q = as_embeddings(queries, "embeddings")
+    ql = as_labels(query_labels, len(q), "labels")
+    if (refs is None) != (ref_labels is None):
+        raise UserError("give both reference embeddings and reference labels, or neither")
+    if refs is None:
+        return q, ql, q, ql, True
+    r = as_embeddings(refs, "reference embeddings")
+    rl = as_labels(ref_labels, len(r), "reference labels")
+    if r.shape[1] != q.shape[1]:
+        raise UserError(f"embeddings have dimension {q.shape[1]} but reference embeddings have dimension {r.shape[1]}")
+    return q, ql, r, rl, False
+
+
+def knn_search(
+    queries: ArrayLike,
+    refs: ArrayLike,
+    k: int,
+    *,
+    exclude_self: bool = False,
+    chunk_size: int = 4096,
+    ref_chunk_size: int = 16384,
+    backend: Backend = "torch",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` nearest refs of every query: (squared distances (Q, k) float32, indices (Q, k) long), nearest first.
+
+    ``exclude_self=True`` says query ``i`` is ref ``i`` (the queries are the refs, or their first rows) and drops that
+    index from its own list; exact duplicates at other indices are still found. ``k`` is clipped to the number of refs
+    available. Results are on the queries' device.
+    """
+    q, r = as_embeddings(queries, "queries"), as_embeddings(refs, "refs")
+    if q.shape[1] != r.shape[1]:
+        raise UserError(f"queries have dimension {q.shape[1]} but refs have dimension {r.shape[1]}")
+    if exclude_self and q.shape[0] > r.shape[0]:
+        raise UserError("exclude_self=True needs the queries to be the refs (or their first rows)")
+    if k < 1:
+        raise UserError(f"k must be at least 1, got {k}")
+    if chunk_size < 1 or ref_chunk_size < 1:
+        raise UserError("chunk sizes must be at least 1")
+    k = min(k, r.shape[0] - int(exclude_self))
+    if k < 1:
+        raise UserError("leave-one-out search needs at least 2 embeddings")
+    if backend == "faiss":
+        return _faiss_search(q, r, k, exclude_self)
+    if backend != "torch":
+        raise UserError(f"unknown kNN backend {backend!r}: use 'torch' or 'faiss'")
+    return _torch_search(q, r.to(q.device, q.dtype), k, exclude_self, chunk_size, ref_chunk_size)
+
+
+def _torch_search(
+    q: torch.Tensor, r: torch.Tensor, k: int, exclude_self: bool, chunk_size: int, ref_chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blocks of (chunk_size, ref_chunk_size) distances, keeping a running top-k per query chunk."""
+    r_sq = (r * r).sum(1)  # (R,)
+    out_d, out_i = [], []
+    for qs in range(0, q.shape[0], chunk_size):
+        qc = q[qs : qs + chunk_size]  # (C, D)
+        qc_sq = (qc * qc).sum(1, keepdim=True)  # (C, 1)
+        best_d = best_i = None
+        for rs in range(0, r.shape[0], ref_chunk_size):
+            rc = r[rs : rs + ref_chunk_size]  # (B, D)
+            d = (qc_sq + r_sq[rs : rs + rc.shape[0]] - 2.0 * qc @ rc.T).clamp_min_(0)  # (C, B)
+            if exclude_self:  # rows i and columns i that are the same point: the global diagonal inside this block
+                lo, hi = max(qs, rs), min(qs + qc.shape[0], rs + rc.shape[0])
+                if lo < hi:
+                    diag = torch.arange(lo, hi, device=d.device)
+                    d[diag - qs, diag - rs] = float("inf")
+            kb = min(k, d.shape[1])
+            d, i = torch.topk(d, kb, dim=1, largest=False, sorted=True)  # (C, kb)
+            i += rs
+            if best_d is not None:  # merge with the best so far
+                d, j = torch.topk(torch.cat([best_d, d], 1), min(k, best_d.shape[1] + kb), dim=1, largest=False)
+                i = torch.cat([best_i, i], 1).gather(1, j)
+            best_d, best_i = d, i
+        out_d.append(best_d)
+        out_i.append(best_i)
+    return torch.cat(out_d).float(), torch.cat(out_i).long()
+
+
+def _faiss_search(q: torch.Tensor, r: torch.Tensor, k: int, exclude_self: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat (exact) L2 search with faiss on CPU; with exclude_self, one extra neighbour is searched and self dropped."""
+    try:
+        import faiss
+    except ImportError as e:
+        raise UserError("faiss is not installed: pip install faiss-cpu") from e
+    index = faiss.IndexFlatL2(r.shape[1])
+    index.add(np.ascontiguousarray(r.detach().cpu().numpy(), dtype=np.float32))
+    kk = k + int(exclude_self)
+    d, i = index.search(np.ascontiguousarray(q.detach().cpu().numpy(), dtype=np.float32), kk)  # (Q, kk)
+    d, i = torch.from_numpy(d), torch.from_numpy(i).long()
+    if exclude_self:
+        drop = i == torch.arange(len(i)).unsqueeze(1)  # (Q, kk): where self appears
+        drop[~drop.any(1), -1] = True  # self not found (ties with duplicates): drop the farthest instead
+        d, i = d[~drop].view(-1, k), i[~drop].view(-1, k)
+    return d.float().to(q.device), i.to(q.device)

@@ -1,0 +1,58 @@
+"""All evaluation metrics of a set of embeddings in one call, and a terminal table of them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from weakdml.errors import UserError
+from weakdml.evaluation.classification import accuracy, knn_vote
+from weakdml.evaluation.clustering import ari, clustering_accuracy, kmeans, nmi
+from weakdml.evaluation.knn import ArrayLike, Backend, as_queries_and_refs, knn_search
+from weakdml.evaluation.retrieval import count_relevant, retrieval_metrics_from_neighbours
+
+
+def evaluate_embeddings(
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    ref_embeddings: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    *,
+    recall_ks: Sequence[int] = (1, 2, 4, 8),
+    knn_k: int = 5,
+    cluster: bool = True,
+    backend: Backend = "torch",
+    seed: int = 0,
+) -> dict[str, float]:
+    """kNN accuracy, Recall@K, Precision@1, R-Precision, MAP@R and (if ``cluster``) NMI, ARI, clustering accuracy.
+
+    With refs, the embeddings are queries searched against the refs; without, each embedding is searched among the
+    others (leave-one-out). Clustering is k-means on ``embeddings`` with as many clusters as classes. One neighbour
+    search serves every kNN metric.
+    """
+    if not recall_ks or min(recall_ks) < 1 or knn_k < 1:
+        raise UserError("recall_ks and knn_k must be positive integers")
+    q, ql, r, rl, loo = as_queries_and_refs(embeddings, labels, ref_embeddings, ref_labels)
+    num_relevant = count_relevant(ql, rl, exclude_self=loo)  # (Q,) R per query
+    k = max(knn_k, max(recall_ks), int(num_relevant.max()))
+    _, idx = knn_search(q, r, k, exclude_self=loo, backend=backend)  # (Q, k)
+    nbr = rl.to(idx.device)[idx]  # (Q, k) neighbour labels
+    metrics = {"knn_accuracy": accuracy(knn_vote(nbr[:, :knn_k]), ql)}
+    metrics.update(retrieval_metrics_from_neighbours(ql, nbr, num_relevant, recall_ks))
+    if cluster:
+        n_classes = int(ql.unique().numel())
+        clusters = kmeans(q, n_classes, seed, backend="faiss" if backend == "faiss" else "sklearn")
+        y = ql.cpu().numpy()
+        metrics.update(nmi=nmi(y, clusters), ari=ari(y, clusters))
+        metrics["clustering_accuracy"] = clustering_accuracy(y, clusters)[0]
+    return metrics
+
+
+def format_metrics(metrics: Mapping[str, float], digits: int = 4) -> str:
+    """An aligned two-column table (metric, value) for the terminal."""
+    if not metrics:
+        return "(no metrics)"
+    values = [f"{value:.{digits}f}" for value in metrics.values()]
+    w_name, w_value = max(len("metric"), *map(len, metrics)), max(len("value"), *map(len, values))
+    lines = [f"{'metric':<{w_name}}  {'value':>{w_value}}", f"{'-' * w_name}  {'-' * w_value}"]
+    lines += [f"{name:<{w_name}}  {value:>{w_value}}" for name, value in zip(metrics, values)]
+    return "\n".join(lines)

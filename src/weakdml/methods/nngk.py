@@ -1,0 +1,37 @@
+"""NNGK training (METHODS.md §1): the negative log-likelihood of the Gaussian-kernel classifier over the bank."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from weakdml.config import Config
+from weakdml.methods.base import Batch, Method, TrainData
+from weakdml.methods.nngk_head import NNGKHead
+from weakdml.models.embedding import EmbeddingNet
+
+
+class NNGK(Method):
+    """Support bank of all labelled training images, refreshed every ``update_interval`` epochs (0, 5, 10, …)."""
+
+    def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
+        super().__init__(model, data, cfg)
+        n = cfg.nngk
+        self.head = NNGKHead(len(data.labeled), model.dim, data.num_classes, n.neighbours, n.sigma, n.learnable_sigma)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        due = epoch % self.cfg.nngk.update_interval == 0
+        if due or int(self.head.refreshed_at) < 0:
+            self.head.refresh(self.embed_all(self.data.labeled.images), self.data.labeled.labels.to(self.device), epoch)
+
+    def nngk_loss(self, embeddings: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """NLL of the clean samples over their own centres' neighbours, and the batch accuracy."""
+        scores = self.head.train_log_scores(embeddings, batch.index)
+        return F.cross_entropy(scores, batch.labels), (scores.argmax(1) == batch.labels).float().mean()
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        loss, accuracy = self.nngk_loss(self.model(self.view(batch.images)), batch)
+        return {"loss": loss, "accuracy": accuracy}
+
+    def classify(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.head.query_log_scores(embeddings)

@@ -1,0 +1,101 @@
+"""The nearest-neighbour Gaussian-kernel classifier (NNGK, Meyer et al. 2017), vectorised over the batch.
+
+Each labelled training image j is a centre c_j = f(x_j) with label y_j and a learnable log-weight θ_j. For an
+embedding z and its neighbourhood N(z) (K centres), the class score is
+    p̃_c(z) = Σ_{j ∈ N(z), y_j = c} exp(θ_j − ‖z − c_j‖² / (2σ²)),     p_c = p̃_c / Σ_c' p̃_c'.
+Everything is computed in log space (per-class log-sum-exp), in float32 even under autocast, so nothing underflows
+even for large distances. A class with no centre in N(z) gets a log-score ``ABSENT_CLASS_GAP`` below the best class
+(a relative probability of 1e-10), so its negative log-likelihood is finite and still pushes the wrong classes away.
+Centres are a no-gradient bank refreshed by the method; training neighbours are the K nearest *other* centres of the
+sample's own centre, query neighbours are the K nearest centres of z (found by exact chunked search).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from weakdml.evaluation.knn import knn_search
+
+ABSENT_CLASS_GAP = math.log(1e10)
+
+
+def class_log_scores(
+    z: torch.Tensor,
+    centres: torch.Tensor,
+    centre_labels: torch.Tensor,
+    log_weights: torch.Tensor,
+    neighbours: torch.Tensor,
+    sigma: torch.Tensor,
+    num_classes: int,
+) -> torch.Tensor:
+    """log p̃_c for embeddings z (B, D) over their neighbour centres ``neighbours`` (B, K) -> (B, C).
+
+    Gradients flow into z, the log-weights and sigma; the centres are treated as constants.
+    """
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        z = z.float()
+        c = centres[neighbours].float()  # (B, K, D)
+        sq_dist = (z.pow(2).sum(1, keepdim=True) + c.pow(2).sum(2)
+                   - 2 * torch.bmm(c, z.unsqueeze(2)).squeeze(2)).clamp(min=0)  # (B, K)
+        scores = log_weights[neighbours] - sq_dist / (2 * sigma.float() ** 2)  # log kernel values (B, K)
+        labels = centre_labels[neighbours]  # (B, K)
+        # per-class log-sum-exp: shift each class by its own (constant) maximum, sum, take the log, shift back
+        shift = torch.full((z.shape[0], num_classes), -math.inf, device=z.device)
+        shift = shift.scatter_reduce(1, labels, scores.detach(), reduce="amax")  # (B, C), -inf for absent classes
+        sums = torch.zeros_like(shift).scatter_add(1, labels, torch.exp(scores - shift.gather(1, labels)))
+        log_scores = torch.log(sums) + shift  # -inf where a class has no neighbour
+        floor = log_scores.detach().max(dim=1, keepdim=True).values - ABSENT_CLASS_GAP
+        return torch.maximum(log_scores, floor)
+
+
+class NNGKHead(nn.Module):
+    """The support bank (centres, labels, training neighbour lists) and the learnable kernel parameters."""
+
+    def __init__(self, num_centres: int, dim: int, num_classes: int, neighbours: int,
+                 sigma: float, learnable_sigma: bool = False) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.k = neighbours
+        self.log_weights = nn.Parameter(torch.zeros(num_centres))
+        log_sigma = torch.tensor(math.log(sigma))
+        if learnable_sigma:
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+        self.register_buffer("centres", torch.zeros(num_centres, dim))
+        self.register_buffer("centre_labels", torch.zeros(num_centres, dtype=torch.long))
+        self.register_buffer("train_neighbours", torch.zeros(num_centres, self.train_k, dtype=torch.long))
+        self.register_buffer("refreshed_at", torch.tensor(-1))
+
+    @property
+    def train_k(self) -> int:
+        return max(1, min(self.k, len(self.log_weights) - 1))
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return self.log_sigma.exp()
+
+    @torch.no_grad()
+    def refresh(self, centres: torch.Tensor, labels: torch.Tensor, epoch: int) -> None:
+        """Replace the bank by new centre embeddings and recompute each centre's K nearest other centres."""
+        self.centres.copy_(centres.float())
+        self.centre_labels.copy_(labels)
+        _, idx = knn_search(self.centres, self.centres, self.train_k, exclude_self=len(centres) > 1)
+        self.train_neighbours.copy_(idx)
+        self.refreshed_at.fill_(epoch)
+
+    def train_log_scores(self, z: torch.Tensor, centre_index: torch.Tensor) -> torch.Tensor:
+        """Scores of labelled training samples over the neighbours of their own centres (B,) -> (B, C)."""
+        return self._scores(z, self.train_neighbours[centre_index])
+
+    def query_log_scores(self, z: torch.Tensor) -> torch.Tensor:
+        """Scores of any embeddings over their own K nearest centres (searched without gradient)."""
+        _, idx = knn_search(z.detach().float(), self.centres, min(self.k, len(self.centres)))
+        return self._scores(z, idx)
+
+    def _scores(self, z: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        return class_log_scores(z, self.centres, self.centre_labels, self.log_weights, neighbours, self.sigma,
+                                self.num_classes)

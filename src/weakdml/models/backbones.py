@@ -1,0 +1,90 @@
+"""Backbone networks: images (B, C, H, W) in, pooled features (B, F) out.
+
+``small-cnn`` is the fast CPU default (four 3×3 conv layers). The ResNets and GoogLeNet come from torchvision; for
+images of 64 px or less the ResNet stem becomes a 3×3 stride-1 conv without max-pool (the usual CIFAR variant).
+Stochastic depth (ResNets) drops each residual branch with a linearly growing rate, as Noisy Student's noise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from weakdml.compat import import_torchvision
+
+BACKBONES = ("small-cnn", "resnet18", "resnet50", "googlenet")
+
+
+class SmallCNN(nn.Module):
+    """Conv-BN-ReLU ×2, pool, Conv-BN-ReLU ×2, global average pool: 128 features, about 0.26 M parameters."""
+
+    def __init__(self, in_channels: int, width: int = 64) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+        self.features = nn.Sequential(
+            *block(in_channels, width // 2), *block(width // 2, width), nn.MaxPool2d(2),
+            *block(width, 2 * width), *block(2 * width, 2 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.out_features = 2 * width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zero a residual branch per sample with probability ``p`` (scaling the kept
+    ones by 1/(1-p)). Placed after the branch's last BatchNorm, i.e. just before the residual addition."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape[0], 1, 1, 1, device=x.device) >= self.p
+        return x * keep.to(x.dtype) / (1 - self.p)
+
+
+def _resnet(name: str, in_channels: int, image_size: int, stochastic_depth: float) -> tuple[nn.Module, int]:
+    models = import_torchvision().models
+    net = getattr(models, name)(weights=None)
+    if image_size <= 64:
+        net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    elif in_channels != 3:
+        net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+    blocks = [(layer, i) for layer in (net.layer1, net.layer2, net.layer3, net.layer4) for i in range(len(layer))]
+    for depth, (layer, i) in enumerate(blocks):
+        rate = stochastic_depth * (depth + 1) / len(blocks)
+        if rate > 0:
+            last_bn = "bn3" if hasattr(layer[i], "bn3") else "bn2"
+            setattr(layer[i], last_bn, nn.Sequential(getattr(layer[i], last_bn), DropPath(rate)))
+    features = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, features
+
+
+def _googlenet(in_channels: int) -> tuple[nn.Module, int]:
+    models = import_torchvision().models
+    net = models.googlenet(weights=None, aux_logits=False, init_weights=True, transform_input=False)
+    if in_channels != 3:
+        net.conv1.conv = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+    features = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, features
+
+
+def build_backbone(name: str, in_channels: int, image_size: int, stochastic_depth: float = 0.0) -> tuple[nn.Module, int]:
+    """The named backbone and its feature size."""
+    if name == "small-cnn":
+        net = SmallCNN(in_channels)
+        return net, net.out_features
+    if name in ("resnet18", "resnet50"):
+        return _resnet(name, in_channels, image_size, stochastic_depth)
+    if name == "googlenet":
+        return _googlenet(in_channels)
+    raise ValueError(f"unknown backbone {name}")  # config validation lists the valid names first

@@ -1,0 +1,56 @@
+"""The embedding network: normalisation of the input, backbone, optional dropout and linear projection, optional L2.
+
+Inputs are float images in [0, 1]; per-channel mean and std of the training data are buffers of the model, so a saved
+model embeds new images without knowing the data set.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from weakdml.config import ModelConfig
+from weakdml.models.backbones import build_backbone
+
+
+class EmbeddingNet(nn.Module):
+    def __init__(self, cfg: ModelConfig, in_channels: int, image_size: int,
+                 mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.backbone, features = build_backbone(cfg.backbone, in_channels, image_size, cfg.stochastic_depth)
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.projection = nn.Linear(features, cfg.embedding_dim) if cfg.embedding_dim else nn.Identity()
+        self.dim = cfg.embedding_dim or features
+        self.l2_normalize = cfg.l2_normalize
+        self.freeze_bn = cfg.freeze_bn
+        self.register_buffer("mean", (mean if mean is not None else torch.full((in_channels,), 0.5)).view(1, -1, 1, 1))
+        self.register_buffer("std", (std if std is not None else torch.full((in_channels,), 0.25)).view(1, -1, 1, 1))
+        if self.freeze_bn:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "EmbeddingNet":
+        super().train(mode)
+        if self.freeze_bn:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features (B, F), before projection."""
+        return self.backbone((images - self.mean) / self.std)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        emb = self.projection(self.dropout(self.features(images)))
+        return F.normalize(emb, dim=1) if self.l2_normalize else emb
+
+
+def channel_stats(images: torch.Tensor, max_images: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (of [0, 1] values) of up to ``max_images`` uint8 images (N, C, H, W)."""
+    sample = images[:max_images].float() / 255
+    mean = sample.mean(dim=(0, 2, 3))
+    std = sample.std(dim=(0, 2, 3)).clamp(min=1e-3)
+    return mean, std

@@ -1,0 +1,97 @@
+"""The vectorised NNGK head against a plain per-sample loop (values and gradients), and its bank logic."""
+
+import math
+
+import pytest
+import torch
+
+from weakdml.methods.nngk_head import ABSENT_CLASS_GAP, NNGKHead, class_log_scores
+
+
+def loop_class_log_scores(z, centres, labels, log_weights, neighbours, sigma, num_classes):
+    """Straight from the definition: one sample, one neighbour at a time, in float64."""
+    rows = []
+    for b in range(z.shape[0]):
+        sums = [torch.zeros((), dtype=torch.float64) for _ in range(num_classes)]
+        present = [False] * num_classes
+        for j in neighbours[b].tolist():
+            d2 = ((z[b].double() - centres[j].double()) ** 2).sum()
+            sums[labels[j]] = sums[labels[j]] + torch.exp(log_weights[j].double() - d2 / (2 * sigma.double() ** 2))
+            present[labels[j]] = True
+        logs = [torch.log(s) if p else torch.tensor(-math.inf, dtype=torch.float64) for s, p in zip(sums, present)]
+        best = max(v.detach() for v in logs)
+        rows.append(torch.stack([torch.maximum(v, best - ABSENT_CLASS_GAP) for v in logs]))
+    return torch.stack(rows)
+
+
+def random_problem(seed, b=6, n=40, d=5, k=12, c=4):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(b, d, generator=g, requires_grad=True)
+    centres = torch.randn(n, d, generator=g)
+    labels = torch.randint(0, c, (n,), generator=g)
+    log_weights = (0.3 * torch.randn(n, generator=g)).requires_grad_()
+    neighbours = torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(b)])
+    sigma = torch.tensor(1.3, requires_grad=True)
+    return z, centres, labels, log_weights, neighbours, sigma, c
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vectorised_equals_loop_values_and_gradients(seed):
+    z, centres, labels, w, nbr, sigma, c = random_problem(seed)
+    target = torch.randint(0, c, (z.shape[0],), generator=torch.Generator().manual_seed(seed))
+    fast = class_log_scores(z, centres, labels, w, nbr, sigma, c)
+    slow = loop_class_log_scores(z, centres, labels, w, nbr, sigma, c)
+    torch.testing.assert_close(fast.double(), slow, rtol=1e-5, atol=1e-5)
+    grads_fast = torch.autograd.grad(torch.nn.functional.cross_entropy(fast, target), (z, w, sigma))
+    grads_slow = torch.autograd.grad(torch.nn.functional.cross_entropy(slow, target), (z, w, sigma))
+    for gf, gs in zip(grads_fast, grads_slow):
+        torch.testing.assert_close(gf.double(), gs.double(), rtol=1e-4, atol=1e-6)
+
+
+def test_far_embeddings_do_not_underflow():
+    """σ = 10 and distances in the thousands underflow every kernel in linear space; log space stays finite."""
+    z, centres, labels, w, nbr, _, c = random_problem(3)
+    scores = class_log_scores(z * 300, centres * 300, labels, w, nbr, torch.tensor(10.0), c)
+    assert torch.isfinite(scores).all()
+    loss = torch.nn.functional.cross_entropy(scores, labels[nbr[:, 0]])
+    assert torch.isfinite(loss)
+
+
+def test_absent_class_gets_floor():
+    z = torch.zeros(1, 2)
+    centres = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 0])
+    scores = class_log_scores(z, centres, labels, torch.zeros(2), torch.tensor([[0, 1]]), torch.tensor(1.0), 3)
+    assert scores[0, 1] == pytest.approx(scores[0, 0].item() - ABSENT_CLASS_GAP)
+    assert scores[0, 2] == scores[0, 1]
+
+
+def test_refresh_finds_nearest_other_centres_and_query_uses_bank():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(30, 4, generator=g)
+    labels = torch.randint(0, 3, (30,), generator=g)
+    head = NNGKHead(30, 4, 3, neighbours=5, sigma=2.0)
+    head.refresh(centres, labels, epoch=0)
+    dists = torch.cdist(centres, centres)
+    dists.fill_diagonal_(float("inf"))
+    expected = dists.argsort(dim=1)[:, :5]
+    assert torch.equal(head.train_neighbours.sort(1).values, expected.sort(1).values)
+    assert int(head.refreshed_at) == 0
+    # a query placed on centre 7 is classified from its 5 nearest centres, itself included
+    scores = head.query_log_scores(centres[7:8])
+    manual = class_log_scores(centres[7:8], centres, labels, head.log_weights, torch.cdist(centres[7:8], centres)
+                              .argsort(1)[:, :5], head.sigma, 3)
+    torch.testing.assert_close(scores, manual)
+
+
+def test_neighbours_clip_to_small_bank_and_sigma_learnable():
+    head = NNGKHead(4, 3, 2, neighbours=200, sigma=10.0, learnable_sigma=True)
+    head.refresh(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), epoch=0)
+    assert head.train_neighbours.shape == (4, 3)
+    assert (head.train_neighbours != torch.arange(4)[:, None]).all()
+    z = torch.randn(2, 3, requires_grad=True)
+    loss = torch.nn.functional.cross_entropy(head.train_log_scores(z, torch.tensor([0, 1])), torch.tensor([0, 1]))
+    loss.backward()
+    assert head.log_sigma.grad is not None and head.log_sigma.grad != 0
+    assert head.log_weights.grad is not None and head.log_weights.grad.abs().sum() > 0
+    assert head.sigma.item() == pytest.approx(10.0)
