@@ -28,8 +28,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
             if kind is bool:
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             else:
-                group.add_argument(flag, default=None, metavar=name.split("_")[-1].upper(), help=help_text,
-                                   choices=f.metadata.get("choices"))
+                choices = f.metadata.get("choices")
+                group.add_argument(flag, default=None, metavar="{" + ",".join(choices) + "}" if choices else
+                                   name.split("_")[-1].upper(), help=help_text)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -143,10 +144,22 @@ def cmd_evaluate_embeddings(args: argparse.Namespace) -> None:
 
 def _log_to_terminal() -> None:
     log.setLevel(logging.INFO)
-    if not any(type(h) is logging.StreamHandler for h in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each message (it may be replaced, e.g. by a test)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 COMMANDS = {"datasets": cmd_datasets, "split": cmd_split, "train": cmd_train, "evaluate": cmd_evaluate,

@@ -125,6 +125,6 @@ class Trainer:
             n = len(batch.labels)
             seen += n
             for key, value in losses.items():
-                totals[key] = totals.get(key, 0.0) + float(value) * n
+                totals[key] = totals.get(key, 0.0) + float(value.detach()) * n
             bar.set_postfix(loss=f"{loss.item():.4f}")
         return {key: value / max(seen, 1) for key, value in totals.items()}

@@ -1,0 +1,107 @@
+"""Bad input: one clear line (the last on stderr, after any training log), exit status 2, no traceback, and a finished or checkpointed run is kept."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from weakdml.cli import main
+from weakdml.config import build_config
+from weakdml.data.registry import load_dataset
+from weakdml.engine.checkpoint import load_checkpoint
+from weakdml.methods.nngk import NNGK
+
+
+def run_error(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    last = err.splitlines()[-1]
+    assert last.startswith("weakdml: error: ") and "Traceback" not in err, err
+    return last
+
+
+def write_folder(root, classes=("a", "b"), n=4):
+    for part in ("train", "test"):
+        for c in classes:
+            (root / part / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(root / part / c / f"{i}.png")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--dataset", "imagenet"], "digits"),
+    (["train", "--method", "magic"], "nngk"),
+    (["train", "--backbone", "vgg"], "resnet18"),
+    (["train", "--labeled-fraction", "0"], "labeled-fraction"),
+    (["train", "--labeled-fraction", "1.5"], "labeled-fraction"),
+    (["train", "--epochs", "many"], "epochs"),
+])
+def test_bad_flags(capsys, argv, message):
+    assert message in run_error(capsys, argv)
+
+
+def test_missing_dataset_files_say_where_and_how(capsys, tmp_path):
+    err = run_error(capsys, ["train", "--dataset", "cifar10", "--data-root", str(tmp_path)])
+    assert str(tmp_path) in err and "download" in err.lower()
+
+
+def test_empty_folder_and_corrupt_image(capsys, tmp_path):
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    (tmp_path / "empty" / "test").mkdir(parents=True)
+    run_error(capsys, ["train", "--dataset", "folder", "--data-root", str(tmp_path / "empty")])
+    write_folder(tmp_path / "bad")
+    (tmp_path / "bad" / "train" / "a" / "broken.png").write_bytes(b"not an image at all")
+    assert "broken.png" in run_error(capsys, ["train", "--dataset", "folder", "--data-root", str(tmp_path / "bad")])
+
+
+def test_split_that_does_not_match_and_class_without_labels(capsys, tmp_path):
+    assert main(["split", "--dataset", "digits", "--seed", "1", "--out", str(tmp_path / "s.json")]) == 0
+    write_folder(tmp_path / "f")
+    err = run_error(capsys, ["train", "--dataset", "folder", "--data-root", str(tmp_path / "f"),
+                             "--split", str(tmp_path / "s.json")])
+    assert "does not match" in err
+    split = json.loads((tmp_path / "s.json").read_text())
+    pool = load_dataset(build_config().data).train.labels
+    gone = [i for i in split["labeled"] + split["val"] if pool[i] == 3]
+    split["labeled"] = [i for i in split["labeled"] if i not in gone]
+    split["val"] = [i for i in split["val"] if i not in gone]
+    split["unlabeled"] = sorted(split["unlabeled"] + gone)
+    (tmp_path / "s.json").write_text(json.dumps(split))
+    assert "no labelled" in run_error(capsys, ["train", "--split", str(tmp_path / "s.json")])
+
+
+def test_resume_of_a_directory_that_is_not_a_run(capsys, tmp_path):
+    assert "not a weakdml run" in run_error(capsys, ["train", "--resume", str(tmp_path)])
+    assert "not a weakdml run" in run_error(capsys, ["evaluate", str(tmp_path)])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(capsys, tmp_path, monkeypatch):
+    original = NNGK.training_step
+
+    def poisoned(self, batch):
+        losses = original(self, batch)
+        if int(self.head.refreshed_at) >= 1:  # from the second epoch on
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(NNGK, "training_step", poisoned)
+    err = run_error(capsys, ["train", "--epochs", "3", "--update-interval", "1", "--out", str(tmp_path / "run"),
+                             "--progress", "off"])
+    assert "nan" in err and "epoch 2" in err
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 0
+
+
+def test_evaluate_embeddings_command(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    emb = rng.normal(size=(60, 4)) + 8 * np.eye(4)[labels]
+    np.save(tmp_path / "e.npy", emb.astype(np.float32))
+    np.save(tmp_path / "l.npy", labels)
+    assert main(["evaluate-embeddings", str(tmp_path / "e.npy"), str(tmp_path / "l.npy"), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["recall@1"] == 1.0 and metrics["nmi"] == pytest.approx(1.0)
+    np.save(tmp_path / "short.npy", labels[:10])
+    run_error(capsys, ["evaluate-embeddings", str(tmp_path / "e.npy"), str(tmp_path / "short.npy")])
+    run_error(capsys, ["evaluate-embeddings", str(tmp_path / "missing.npy"), str(tmp_path / "l.npy")])

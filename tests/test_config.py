@@ -1,0 +1,50 @@
+"""Config: defaults, YAML (nested or flat), CLI overrides on top, and clear validation errors."""
+
+import pytest
+
+from weakdml.config import Config, build_config
+from weakdml.errors import UserError
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data:\n  dataset: fashion-mnist\n  labeled_fraction: 0.2\noptim:\n  lr: 0.01\nepochs: 7\n")
+    cfg = build_config(path, {"lr": "0.5", "milestones": "3,5"})
+    assert cfg.data.dataset == "fashion-mnist" and cfg.data.labeled_fraction == 0.2
+    assert cfg.train.epochs == 7 and cfg.optim.lr == 0.5 and cfg.optim.milestones == [3, 5]
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = build_config(overrides={"sigma": 0.3, "l2_normalize": "true", "embedding_dim": "none"})
+    cfg.save(tmp_path / "c.yaml")
+    assert build_config(tmp_path / "c.yaml") == cfg
+    assert cfg.model.embedding_dim is None and cfg.model.l2_normalize is True
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"labeled_fraction": 0}, "labeled-fraction must be in"),
+    ({"labeled_fraction": 1.5}, "labeled-fraction must be in"),
+    ({"epochs": "ten"}, "expects int"),
+    ({"backbone": "vgg"}, "must be one of"),
+    ({"no_such_thing": 1}, "unknown setting"),
+    ({"sigma": -1}, "sigma must be positive"),
+    ({"amp": "maybe"}, "expects bool"),
+])
+def test_invalid_settings_raise_one_clear_error(overrides, message):
+    with pytest.raises(UserError, match=message):
+        build_config(overrides=overrides)
+
+
+def test_bad_yaml_files(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        build_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("data: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        build_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(UserError, match="mapping"):
+        build_config(tmp_path / "list.yaml")
+
+
+def test_defaults():
+    assert build_config() == Config()
