@@ -49,13 +49,16 @@ def test_names_and_status_cover_everything(tmp_path: Path) -> None:
 
 
 def test_digits_fixed_stratified_split() -> None:
-    first, second = load_dataset(DataConfig(dataset="digits")), load_dataset(DataConfig(dataset="digits"))
+    first = load_dataset(DataConfig(dataset="digits", input_size=8))
+    second = load_dataset(DataConfig(dataset="digits", input_size=8))
     assert (len(first.train), len(first.test)) == (1437, 360)
     assert first.train.images.shape[1:] == (1, 8, 8) and first.train.images.dtype == torch.uint8
     assert int(first.train.images.max()) == 255 and int(first.train.images.min()) == 0
     assert torch.equal(first.train.images, second.train.images) and torch.equal(first.test.labels, second.test.labels)
     assert set(first.train.labels.tolist()) == set(first.test.labels.tolist()) == set(range(10))
     assert first.classes == [str(c) for c in range(10)] and first.flip is False
+    upsampled = load_dataset(DataConfig(dataset="digits"))  # default: 16 px, the same digits
+    assert upsampled.train.images.shape[1:] == (1, 16, 16) and torch.equal(upsampled.train.labels, first.train.labels)
 
 
 def test_input_size_resizes_every_part() -> None:
@@ -331,7 +334,7 @@ def test_unlabeled_dir_matches_train(tmp_path: Path) -> None:
     _save(tmp_path / "extra" / "x.png", _uint8(30, 30, 3))
     _save(tmp_path / "extra" / "deeper" / "y.jpg", _uint8(5, 9))
     bundle = load_dataset(DataConfig(dataset="digits", unlabeled_dir=str(tmp_path / "extra")))
-    assert bundle.unlabeled.images.shape == (2, 1, 8, 8) and bundle.unlabeled.labels.tolist() == [-1, -1]
+    assert bundle.unlabeled.images.shape == (2, 1, 16, 16) and bundle.unlabeled.labels.tolist() == [-1, -1]
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="holds no images"):
         load_dataset(DataConfig(dataset="digits", unlabeled_dir=str(tmp_path / "empty")))

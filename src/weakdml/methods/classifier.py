@@ -1,0 +1,41 @@
+"""A linear classifier on the embedding, trained by cross-entropy (``cross-entropy``) or with Mixup (``mixup``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from weakdml.config import Config
+from weakdml.data.types import TrainData
+from weakdml.methods.base import Batch, Method
+from weakdml.methods.mixing import mix, mixed_loss, sample_lambda
+from weakdml.models.embedding import EmbeddingNet
+
+
+class CrossEntropy(Method):
+    """Softmax classifier head on the embedding; predicts with it."""
+
+    def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
+        super().__init__(model, data, cfg)
+        self.classifier = nn.Linear(model.dim, data.num_classes)
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        logits = self.classifier(self.model(self.view(batch.images)))
+        return {"loss": F.cross_entropy(logits, batch.labels),
+                "accuracy": (logits.argmax(1) == batch.labels).float().mean()}
+
+    def classify(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.classifier(embeddings)
+
+
+class Mixup(CrossEntropy):
+    """Cross-entropy on mixed images against both labels, weighted λ and 1 − λ (the paper's Mixup baseline)."""
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        lam = sample_lambda(self.cfg.mixup.alpha, self.generator)
+        perm = torch.randperm(len(batch.labels), generator=self.generator).to(self.device)
+        logits = self.classifier(self.model(mix(self.view(batch.images), lam, perm)))
+        loss = mixed_loss(lambda y: F.cross_entropy(logits, y), batch.labels, lam, perm)
+        hits = (logits.argmax(1)[:, None] == torch.stack([batch.labels, batch.labels[perm]], 1)).float()
+        return {"loss": loss, "accuracy": (lam * hits[:, 0] + (1 - lam) * hits[:, 1]).mean(), "lambda": torch.tensor(lam)}
