@@ -3,7 +3,6 @@ directory is complete and re-evaluable."""
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
@@ -16,12 +15,11 @@ from weakdml.engine.checkpoint import load_checkpoint
 
 
 def raw_pixel_1nn_accuracy(seed: int) -> float:
-    """The baseline: 1-nearest neighbour on raw pixels, trained on the same labelled (+ validation) images."""
-    data = prepare_data(build_config(overrides={"seed": seed}))
+    """The baseline: 1-nearest neighbour on raw 8x8 pixels over the same labelled images as NNGK's support bank."""
+    data = prepare_data(build_config(overrides={"seed": seed, "input_size": 8}))
     flat = lambda s: s.images.reshape(len(s), -1).float().numpy()  # noqa: E731
-    x = np.concatenate([flat(data.train.labeled), flat(data.val)])
-    y = np.concatenate([data.train.labeled.labels.numpy(), data.val.labels.numpy()])
-    return KNeighborsClassifier(1).fit(x, y).score(flat(data.test), data.test.labels.numpy())
+    model = KNeighborsClassifier(1).fit(flat(data.train.labeled), data.train.labeled.labels.numpy())
+    return model.score(flat(data.test), data.test.labels.numpy())
 
 
 def test_default_training_beats_raw_pixel_nearest_neighbour(tmp_path, capsys):
@@ -29,11 +27,11 @@ def test_default_training_beats_raw_pixel_nearest_neighbour(tmp_path, capsys):
     printed = capsys.readouterr().out
     accuracy = float(printed.split("test accuracy:")[1].split()[0])
     baseline = raw_pixel_1nn_accuracy(seed=0)
-    assert 0.85 < baseline < 0.97
-    assert accuracy >= baseline + 0.02, (accuracy, baseline)
+    assert 0.8 < baseline < 0.95
+    assert accuracy >= baseline + 0.03, (accuracy, baseline)
     run = tmp_path / "run"
     for name in ("config.yaml", "split.json", "metrics.csv", "metrics.jsonl", "last.pt", "best.pt",
-                 "final_metrics.json", "train.log"):
+                 "final_metrics.json", "train.log", "snapshots/epoch_0000.npz"):
         assert (run / name).is_file(), name
     final = json.loads((run / "final_metrics.json").read_text())
     assert final["test_accuracy"] == pytest.approx(accuracy, abs=1e-4)

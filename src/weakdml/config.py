@@ -46,7 +46,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = _opt("small-cnn", "backbone network", ("small-cnn", "resnet18", "resnet50", "googlenet"))
-    embedding_dim: int | None = _opt(128, "linear projection to this size (0 or None: the backbone's features)")
+    embedding_dim: int | None = _opt(64, "linear projection to this size (0 or None: the backbone's features)")
     l2_normalize: bool = _opt(True, "L2-normalise embeddings (the original NNGK did not: use with --sigma 10)")
     pretrained: str | None = _opt(None, "local state dict (.pt/.pth) to initialise the backbone")
     freeze_bn: bool = _opt(False, "keep BatchNorm statistics and affine parameters frozen")
@@ -71,12 +71,14 @@ class TrainConfig:
     seed: int = _opt(0, "seed of the split, the initialisation and the data order")
     epochs: int = _opt(100, "training epochs")
     batch_size: int = _opt(32, "training batch size (MbDML's original: 32)")
-    eval_batch_size: int = _opt(512, "batch size for embedding and evaluation")
+    eval_batch_size: int = _opt(256, "batch size for embedding and evaluation")
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps")
     amp: bool = _opt(True, "mixed precision on CUDA (the NNGK kernel always runs in float32)")
     deterministic: bool = _opt(False, "use deterministic algorithms (slower on GPU)")
     out: str | None = _opt(None, "run directory (default: runs/<dataset>-<method>-s<seed>-<time>)")
     progress: str = _opt("auto", "progress bars", ("auto", "on", "off"))
+    snapshot_images: int = _opt(1000, "save embeddings of this many test images every epoch (for animated "
+                                      "t-SNE; 0: none)")
 
 
 @dataclass

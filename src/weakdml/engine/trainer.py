@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -98,8 +99,20 @@ class Trainer:
             if improved:
                 save_atomic({"epoch": epoch, "method": state["method"]}, self.run_dir / "best.pt")
             self.log.append(row | {"best": improved})
+            self._snapshot(epoch)
             log.info(f"epoch {epoch + 1}/{self.cfg.train.epochs}  loss {train_stats['loss']:.4f}  "
                      f"val {val.accuracy:.4f}  test {test.accuracy:.4f}  ({row['seconds']:.1f} s)")
+
+    def _snapshot(self, epoch: int) -> None:
+        """Embeddings of the first ``snapshot_images`` test images, for plots of the embedding over epochs."""
+        n = min(self.cfg.train.snapshot_images, len(self.test))
+        if n == 0:
+            return
+        folder = self.run_dir / "snapshots"
+        folder.mkdir(exist_ok=True)
+        embeddings = self.method.embed_all(self.test.images[:n]).cpu().numpy()
+        np.savez_compressed(folder / f"epoch_{epoch:04d}.npz", embeddings=embeddings,
+                            labels=self.test.labels[:n].numpy())
 
     def _train_epoch(self, epoch: int, quiet: bool) -> dict[str, float]:
         method = self.method
