@@ -15,12 +15,14 @@ from weakdml.errors import UserError
 log = logging.getLogger("weakdml")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]) -> None:
-    """One flag per config field of the given sections; defaults stay None so only given flags override."""
+def _add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...],
+                      exclude: tuple[str, ...] = ()) -> None:
+    """One flag per config field of the given sections (but ``exclude``); defaults stay None so only given flags
+    override."""
     for section in sections:
         group = parser.add_argument_group(f"{section} settings")
         for name, (sec, f, kind) in all_fields().items():
-            if sec != section:
+            if sec != section or name in exclude:
                 continue
             flag = "--" + name.replace("_", "-")
             default = f.default if f.default is not f.default_factory else f.default_factory()  # type: ignore[misc]
@@ -69,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--knn-k", type=int, default=5, help="neighbours of the kNN vote")
     p.add_argument("--faiss", action="store_true", help="search with faiss (pip install faiss-cpu)")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("compare", help="train methods x seeds with the same settings and write the comparison table")
+    p.add_argument("--methods", default=None, help="comma-separated methods, e.g. nngk,mixup,mbdml1")
+    p.add_argument("--seeds", default=None, help="seeds: 0-9, 0,3,5 or 3")
+    p.add_argument("--out", default=None, help="study folder (default: comparisons/<dataset>-<labeled-fraction>)")
+    p.add_argument("--config", default=None, help="YAML file of settings shared by all runs (flags override it)")
+    p.add_argument("--table-only", action="store_true",
+                   help="only rebuild the table from the finished runs (methods/seeds default to those found)")
+    _add_config_flags(p, tuple(SECTIONS), exclude=("method", "seed", "out"))
     return parser
 
 
@@ -142,6 +153,18 @@ def cmd_evaluate_embeddings(args: argparse.Namespace) -> None:
     print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from weakdml.engine.compare import compare, default_out, parse_methods, parse_seeds
+
+    _log_to_terminal()
+    overrides = _overrides(args)
+    methods = parse_methods(args.methods) if args.methods else None
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    out = Path(args.out) if args.out else default_out(build_config(args.config, overrides))
+    print(compare(out, methods, seeds, args.config, overrides, table_only=args.table_only))
+    print(f"written: {out}/table.md, table.csv, table.tex, summary.json")
+
+
 def _log_to_terminal() -> None:
     log.setLevel(logging.INFO)
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
@@ -163,7 +186,7 @@ class _StderrHandler(logging.StreamHandler):
 
 
 COMMANDS = {"datasets": cmd_datasets, "split": cmd_split, "train": cmd_train, "evaluate": cmd_evaluate,
-            "evaluate-embeddings": cmd_evaluate_embeddings}
+            "evaluate-embeddings": cmd_evaluate_embeddings, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

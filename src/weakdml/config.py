@@ -101,6 +101,44 @@ class MixupConfig:
 
 
 @dataclass
+class NSTConfig:
+    nst_variant: str = _opt("teacher-student", "Noisy Student as teacher/student rounds, or the original's online "
+                                               "variant (one network labels each unlabelled batch)",
+                            ("teacher-student", "online"))
+    nst_rounds: int = _opt(1, "teacher -> student rounds (each student is the next teacher)")
+    nst_epochs: int | None = _opt(None, "epochs of each student (default: --epochs)")
+    nst_threshold: float = _opt(0.9, "keep an unlabelled image when the teacher's max probability reaches this")
+    nst_soft: bool = _opt(False, "train students on the teacher's probabilities instead of hard labels")
+    nst_balance: bool = _opt(True, "cap each pseudo-labelled class at the median class count (most confident first)")
+    nst_dropout: float = _opt(0.3, "student noise: dropout before the embedding projection")
+    nst_augment: str = _opt("strong", "student noise: augmentation", ("none", "weak", "strong"))
+    scale_nst: float = _opt(1.0, "weight of the pseudo-labelled loss (the original online variant used 2)")
+    unlabeled_ratio: int = _opt(3, "unlabelled images per labelled image in a step")
+    c_tau: float = _opt(0.8, "online variant: keep when max p > c_tau x mean max p of the labelled batch")
+    nst_start: int = _opt(20, "online variant: epoch from which unlabelled images are used (original: 20)")
+
+
+@dataclass
+class DMLConfig:
+    m_per_class: int = _opt(4, "DML baselines: images per class in a batch (batch-size / m classes per batch)")
+    contrastive_pos_margin: float = _opt(0.0, "contrastive: positive pairs closer than this cost nothing (PML "
+                                              "default)")
+    contrastive_neg_margin: float = _opt(1.0, "contrastive: negative pairs farther than this cost nothing (PML "
+                                              "default)")
+    proxy_margin: float = _opt(0.1, "proxy-anchor: margin δ (PML default)")
+    proxy_alpha: float = _opt(32.0, "proxy-anchor: scale α (PML default)")
+    centers_per_class: int = _opt(10, "soft-triple: centres per class (PML default)")
+    soft_triple_la: float = _opt(20.0, "soft-triple: scale λ of the class similarities (PML default)")
+    soft_triple_gamma: float = _opt(0.1, "soft-triple: temperature γ of the soft-max over a class's centres (PML "
+                                         "default)")
+    soft_triple_margin: float = _opt(0.01, "soft-triple: margin δ (PML default)")
+    supcon_temperature: float = _opt(0.1, "supcon: temperature (PML default)")
+    triplet_margin: float = _opt(0.05, "triplet: margin of the loss and the miner (PML's loss default)")
+    triplet_miner: str = _opt("semihard", "triplet: TripletMarginMiner type; 'all' = every triplet that violates "
+                                          "the margin (PML's loss without a miner)", ("semihard", "hard", "all"))
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -108,6 +146,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     nngk: NNGKConfig = field(default_factory=NNGKConfig)
     mixup: MixupConfig = field(default_factory=MixupConfig)
+    nst: NSTConfig = field(default_factory=NSTConfig)
+    dml: DMLConfig = field(default_factory=DMLConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -236,3 +276,12 @@ def validate(config: Config) -> None:
     _check(n.sigma > 0, f"--sigma must be positive, got {n.sigma}")
     _check(n.neighbours >= 1, f"--neighbours must be at least 1, got {n.neighbours}")
     _check(n.update_interval >= 1, f"--update-interval must be at least 1, got {n.update_interval}")
+    s = config.nst
+    _check(s.nst_rounds >= 0, f"--nst-rounds must be non-negative, got {s.nst_rounds}")
+    _check(s.nst_epochs is None or s.nst_epochs >= 1, f"--nst-epochs must be at least 1, got {s.nst_epochs}")
+    _check(0 <= s.nst_dropout < 1, f"--nst-dropout must be in [0, 1), got {s.nst_dropout}")
+    _check(s.unlabeled_ratio >= 1, f"--unlabeled-ratio must be at least 1, got {s.unlabeled_ratio}")
+    dml = config.dml
+    _check(dml.m_per_class >= 2, f"--m-per-class must be at least 2 (pairs need positives), got {dml.m_per_class}")
+    _check(dml.centers_per_class >= 1, f"--centers-per-class must be at least 1, got {dml.centers_per_class}")
+    _check(dml.supcon_temperature > 0, f"--supcon-temperature must be positive, got {dml.supcon_temperature}")

@@ -74,7 +74,11 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunSummary
     """Continue an interrupted run from its last checkpoint (only the settings in RESUMABLE_SETTINGS may change)."""
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "last.pt").is_file():
         raise UserError(f"{run_dir} is not a weakdml run directory with a checkpoint (config.yaml and last.pt)")
-    changed = sorted(set(k for k, v in (overrides or {}).items() if v is not None) - set(RESUMABLE_SETTINGS))
+    saved = build_config(run_dir / "config.yaml").to_dict()
+    stored = {name: value for section in saved.values() for name, value in section.items()}
+    given = build_config(run_dir / "config.yaml", overrides).to_dict()
+    changed = sorted(name for section in given.values() for name, value in section.items()
+                     if value != stored[name] and name not in RESUMABLE_SETTINGS)
     if changed:
         raise UserError(f"cannot change {', '.join(changed)} when resuming; only {', '.join(RESUMABLE_SETTINGS)}")
     cfg = build_config(run_dir / "config.yaml", overrides)

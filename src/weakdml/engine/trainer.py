@@ -49,58 +49,97 @@ def evaluate_accuracy(method: Method, images: ImageSet) -> EvalResult:
 
 
 class Trainer:
+    """Runs a method's stages (one for most methods; teacher then students for Noisy Student) epoch by epoch.
+
+    Epochs are numbered across stages. A stage after the first starts from the previous stage's best-on-validation
+    weights (``best-stage{s}.pt``), calls the method's ``begin_stage`` and gets a fresh optimiser and schedule.
+    ``best.pt`` is the best validation accuracy over all stages.
+    """
+
     def __init__(self, cfg: Config, method: Method, val: ImageSet, test: ImageSet, run_dir: Path) -> None:
         self.cfg, self.method, self.val, self.test, self.run_dir = cfg, method, val, test, run_dir
-        self.optimizer = build_optimizer(method, cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs)
+        self.stage_starts = [0]
+        for length in method.stages():
+            self.stage_starts.append(self.stage_starts[-1] + length)
+        self.total_epochs = self.stage_starts[-1]
+        self._new_optimizer(stage=0)
         self.log = MetricsLog(run_dir)
         self.start_epoch = 0
-        self.best = -math.inf  # validation accuracy
+        self.best = -math.inf  # validation accuracy, over all stages
+        self.stage_best = -math.inf  # validation accuracy within the current stage
         device = method.device
         self.amp_dtype = None
         if cfg.train.amp and device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
+    @property
+    def multi_stage(self) -> bool:
+        return len(self.stage_starts) > 2
+
+    def stage_of(self, epoch: int) -> int:
+        return max(s for s in range(len(self.stage_starts) - 1) if self.stage_starts[s] <= epoch)
+
+    def _new_optimizer(self, stage: int) -> None:
+        length = self.stage_starts[stage + 1] - self.stage_starts[stage]
+        self.optimizer = build_optimizer(self.method, self.cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, self.cfg.optim, length)
+
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def _state(self, epoch: int) -> dict:
         return {"epoch": epoch, "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "best_val_accuracy": self.best, "rng": rng_state()}
+                "best_val_accuracy": self.best, "stage_best_val_accuracy": self.stage_best, "rng": rng_state()}
 
     def resume(self) -> None:
-        """Continue from ``last.pt``: model, method state (banks), optimiser, schedule, RNG, epoch."""
+        """Continue from ``last.pt``: model, method state (banks, pseudo-labels), optimiser, schedule, RNG, epoch."""
         state = load_checkpoint(self.run_dir / "last.pt", map_location=self.method.device)
         self.method.load_state_dict(state["method"])
+        self._new_optimizer(self.stage_of(state["epoch"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.best = state["best_val_accuracy"]
+        self.stage_best = state["stage_best_val_accuracy"]
         set_rng_state(state["rng"])
         self.start_epoch = state["epoch"] + 1
         self.log.truncate_after(state["epoch"])
 
+    def _begin_stage(self, stage: int) -> None:
+        teacher = load_checkpoint(self.run_dir / f"best-stage{stage - 1}.pt", map_location=self.method.device)
+        self.method.load_state_dict(teacher["method"])
+        self.method.begin_stage(stage)
+        self._new_optimizer(stage)
+        self.stage_best = -math.inf
+
     # -- loop ----------------------------------------------------------------------------------------------------
     def fit(self) -> None:
         quiet = {"auto": not sys.stderr.isatty(), "on": False, "off": True}[self.cfg.train.progress]
-        for epoch in range(self.start_epoch, self.cfg.train.epochs):
+        for epoch in range(self.start_epoch, self.total_epochs):
+            stage = self.stage_of(epoch)
+            if stage > 0 and epoch == self.stage_starts[stage]:
+                self._begin_stage(stage)
             started = time.perf_counter()
             train_stats = self._train_epoch(epoch, quiet)
             val, test = evaluate_accuracy(self.method, self.val), evaluate_accuracy(self.method, self.test)
-            row = {"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()},
+            row = {"epoch": epoch, "stage": stage, **{f"train_{k}": v for k, v in train_stats.items()},
                    "val_accuracy": val.accuracy, "val_loss": val.loss, "test_accuracy": test.accuracy,
                    "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
             self.scheduler.step()
             improved = val.accuracy >= self.best or math.isnan(val.accuracy)
-            if improved:
-                self.best = val.accuracy
+            stage_improved = val.accuracy >= self.stage_best or math.isnan(val.accuracy)
+            self.best = val.accuracy if improved else self.best
+            self.stage_best = val.accuracy if stage_improved else self.stage_best
             state = self._state(epoch)
             save_atomic(state, self.run_dir / "last.pt")
+            best_state = {"epoch": epoch, "method": state["method"]}
             if improved:
-                save_atomic({"epoch": epoch, "method": state["method"]}, self.run_dir / "best.pt")
+                save_atomic(best_state, self.run_dir / "best.pt")
+            if stage_improved and self.multi_stage:
+                save_atomic(best_state, self.run_dir / f"best-stage{stage}.pt")
             self.log.append(row | {"best": improved})
             self._snapshot(epoch)
-            log.info(f"epoch {epoch + 1}/{self.cfg.train.epochs}  loss {train_stats['loss']:.4f}  "
+            log.info(f"epoch {epoch + 1}/{self.total_epochs}  loss {train_stats['loss']:.4f}  "
                      f"val {val.accuracy:.4f}  test {test.accuracy:.4f}  ({row['seconds']:.1f} s)")
 
     def _snapshot(self, epoch: int) -> None:
@@ -121,7 +160,7 @@ class Trainer:
         method.on_epoch_start(epoch)
         totals: dict[str, float] = {}
         seen = 0
-        bar = tqdm(method.batches(epoch), desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}", leave=False,
+        bar = tqdm(method.batches(epoch), desc=f"epoch {epoch + 1}/{self.total_epochs}", leave=False,
                    disable=quiet, unit="batch")
         for step, batch in enumerate(bar):
             with torch.autocast(method.device.type, dtype=self.amp_dtype or torch.float32,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from weakdml.methods.base import Batch, Method, TrainData
 from weakdml.methods.classifier import CrossEntropy, Mixup
+from weakdml.methods.dml import Contrastive, ProxyAnchor, SoftTriple, SupCon, Triplet
 from weakdml.methods.mbdml import MbDML1, MbDML2, MbDML3
 from weakdml.methods.nngk import NNGK
+from weakdml.methods.noisy_student import MbDML4
 
 METHODS: dict[str, type[Method]] = {
     "nngk": NNGK,
@@ -14,6 +16,12 @@ METHODS: dict[str, type[Method]] = {
     "mbdml1": MbDML1,
     "mbdml2": MbDML2,
     "mbdml3": MbDML3,
+    "mbdml4": MbDML4,
+    "contrastive": Contrastive,
+    "proxy-anchor": ProxyAnchor,
+    "soft-triple": SoftTriple,
+    "supcon": SupCon,
+    "triplet": Triplet,
 }
 
 __all__ = ["METHODS", "Batch", "Method", "TrainData"]

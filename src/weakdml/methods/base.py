@@ -21,11 +21,14 @@ from weakdml.models.embedding import EmbeddingNet
 
 @dataclass
 class Batch:
-    """uint8 images (B, C, H, W) on the device, labels (-1 = unknown) and indices into their ImageSet."""
+    """uint8 images (B, C, H, W) on the device, labels and indices into the labelled set; optionally a batch of
+    unlabelled images with their indices into the unlabelled set (semi-supervised methods)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     index: torch.Tensor
+    unlabeled_images: torch.Tensor | None = None
+    unlabeled_index: torch.Tensor | None = None
 
 
 class Method(nn.Module):
@@ -45,6 +48,13 @@ class Method(nn.Module):
     def seed_epoch(self, epoch: int) -> None:
         """Every random choice of an epoch (order, augmentation) derives from (seed, epoch): resuming is exact."""
         self.generator.manual_seed(self.cfg.train.seed * 100_003 + epoch)
+
+    def stages(self) -> list[int]:
+        """Epochs of each training stage; most methods have one (Noisy Student: teacher, then students)."""
+        return [self.cfg.train.epochs]
+
+    def begin_stage(self, stage: int) -> None:
+        """Called at the start of stage ≥ 1, after the previous stage's best weights were loaded."""
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called before each epoch's batches (e.g. to refresh a support bank)."""

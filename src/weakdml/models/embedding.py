@@ -19,7 +19,7 @@ class EmbeddingNet(nn.Module):
                  mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> None:
         super().__init__()
         self.backbone, features = build_backbone(cfg.backbone, in_channels, image_size, cfg.stochastic_depth)
-        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.dropout = nn.Dropout(cfg.dropout)  # p may be raised later (Noisy Student's noise)
         self.projection = nn.Linear(features, cfg.embedding_dim) if cfg.embedding_dim else nn.Identity()
         self.dim = cfg.embedding_dim or features
         self.l2_normalize = cfg.l2_normalize

@@ -1,0 +1,57 @@
+"""Accuracy per epoch, one panel per split (train | validation | test), one colour per method; seeds of a method are
+drawn as their mean with a shaded ± std band (as in the MbDML paper's "Train | Test" figures)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from weakdml.plots.runs import RunInfo
+from weakdml.plots.style import colours, plt, save
+
+SPLITS = {"train_accuracy": "Train", "val_accuracy": "Validation", "test_accuracy": "Test"}
+
+
+def accuracy_table(runs: list[RunInfo], key: str) -> np.ndarray:
+    """Accuracy in % (R, E) of each run (rows) at each epoch (columns); NaN where a run lacks the epoch or key."""
+    epochs = max(row["epoch"] for run in runs for row in run.rows) + 1
+    table = np.full((len(runs), epochs), np.nan)
+    for i, run in enumerate(runs):
+        for row in run.rows:
+            value = row.get(key)
+            if isinstance(value, (int, float)):
+                table[i, row["epoch"]] = 100 * value
+    return table
+
+
+def plot_curves(runs: list[RunInfo], path: Path) -> Path:
+    """Write the accuracy curves of runs (of one or more methods and seeds) to a PNG."""
+    methods = list(dict.fromkeys(run.method for run in runs))
+    groups = {m: [run for run in runs if run.method == m] for m in methods}
+    splits = [k for k in SPLITS if any(k in row for run in runs for row in run.rows)]
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.8 * len(splits), 4.2), sharey=True, squeeze=False)
+    palette = colours(len(methods))
+    for ax, key in zip(axes[0], splits):
+        for colour, method in zip(palette, methods):
+            table = accuracy_table(groups[method], key)
+            seen = ~np.isnan(table).all(0)
+            if not seen.any():
+                continue
+            epochs = np.arange(1, table.shape[1] + 1)[seen]
+            mean, std = np.nanmean(table[:, seen], 0), np.nanstd(table[:, seen], 0)
+            n = len(groups[method])
+            ax.plot(epochs, mean, color=colour, lw=1.8, label=method + (f" ({n} seeds)" if n > 1 else ""))
+            if n > 1:
+                ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2, lw=0)
+        ax.set_title(SPLITS[key])
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("accuracy (%)")
+    handles, names = axes[0, -1].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(names), 6),
+               frameon=False)
+    datasets = ", ".join(dict.fromkeys(run.dataset for run in runs))
+    fig.suptitle(f"Accuracy per epoch on {datasets}", y=1.1)
+    fig.tight_layout()
+    return save(fig, path)

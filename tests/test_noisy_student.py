@@ -1,0 +1,113 @@
+"""Noisy Student (MbDML4): pseudo-labels come from the teacher's predictions only, an empty confident set is handled,
+and rounds hand the teacher's best weights to a re-initialised student."""
+
+import json
+import logging
+
+import pytest
+import torch
+
+from weakdml.config import build_config
+from weakdml.data.prepare import prepare_data
+from weakdml.data.types import ImageSet, TrainData
+from weakdml.engine import run as run_module
+from weakdml.engine.checkpoint import load_checkpoint
+from weakdml.methods.noisy_student import MbDML4, select_pseudo_labels, soft_cross_entropy
+
+
+def test_select_pseudo_labels_threshold_and_balance():
+    probs = torch.tensor([[0.95, 0.05], [0.97, 0.03], [0.99, 0.01], [0.2, 0.8], [0.05, 0.95], [0.6, 0.4]])
+    assert select_pseudo_labels(probs, 0.9, balance=False).tolist() == [True, True, True, False, True, False]
+    # class 0 has 3 confident, class 1 has 1: the median cap (2) keeps the two most confident of class 0
+    assert select_pseudo_labels(probs, 0.9, balance=True).tolist() == [False, True, True, False, True, False]
+    assert not select_pseudo_labels(probs, 1.5, balance=True).any()
+
+
+def test_soft_cross_entropy_equals_cross_entropy_on_one_hot():
+    scores = torch.randn(5, 3)
+    labels = torch.tensor([0, 2, 1, 1, 0])
+    torch.testing.assert_close(soft_cross_entropy(scores, torch.eye(3)[labels]),
+                               torch.nn.functional.cross_entropy(scores, labels))
+
+
+def student_after_one_round(unlabeled_labels: torch.Tensor, threshold: float = 0.3):
+    """A trained-for-2-epochs teacher, then begin_stage(1) and one student step; returns what depends on data."""
+    torch.manual_seed(0)
+    cfg = build_config(overrides={"method": "mbdml4", "epochs": 2, "nst_threshold": threshold, "seed": 0})
+    data = prepare_data(cfg)
+    unlabeled = ImageSet(data.train.unlabeled.images, unlabeled_labels)
+    train = TrainData(data.train.labeled, unlabeled, data.train.num_classes, data.train.flip)
+    method = run_module.METHODS["mbdml4"](run_module.EmbeddingNet(cfg.model, 1, 16), train, cfg)
+    opt = torch.optim.Adam(method.parameters(), lr=1e-3)
+    for epoch in range(2):
+        method.train()
+        method.seed_epoch(epoch)
+        method.on_epoch_start(epoch)
+        for batch in method.batches(epoch):
+            opt.zero_grad()
+            method.training_step(batch)["loss"].backward()
+            opt.step()
+    method.begin_stage(1)
+    method.train()
+    method.seed_epoch(2)
+    method.on_epoch_start(2)
+    batch = next(iter(method.batches(2)))
+    return method, method.training_step(batch)
+
+
+def test_unlabelled_labels_are_never_read():
+    """Poisoned labels (the true ones, or garbage) on the unlabelled part change nothing."""
+    cfg = build_config()
+    data = prepare_data(cfg)
+    assert (data.train.unlabeled.labels == -1).all()  # what training code gets
+    pool = prepare_data(cfg).bundle.train.labels
+    true_labels = pool[torch.tensor(data.split.unlabeled)]
+    garbage = torch.randint(0, 10, true_labels.shape, generator=torch.Generator().manual_seed(9))
+    a, losses_a = student_after_one_round(true_labels)
+    b, losses_b = student_after_one_round(garbage)
+    assert a.pseudo_mask.any()
+    assert torch.equal(a.pseudo_mask, b.pseudo_mask) and torch.equal(a.pseudo_targets, b.pseudo_targets)
+    assert torch.equal(losses_a["loss"], losses_b["loss"])
+
+
+def test_pseudo_labels_are_the_teachers_predictions_and_empty_set_is_handled(caplog):
+    method, losses = student_after_one_round(torch.full((1295,), -1), threshold=0.3)
+    kept = method.pseudo_mask
+    assert kept.any() and torch.isfinite(losses["loss"]) and "unlabeled" in losses
+    with caplog.at_level(logging.WARNING, logger="weakdml"):
+        empty, losses = student_after_one_round(torch.full((1295,), -1), threshold=1.01)
+    assert not empty.pseudo_mask.any()
+    assert "no unlabelled image" in caplog.text
+    assert torch.isfinite(losses["loss"]) and "unlabeled" not in losses  # labelled-only student step
+
+
+def test_rounds_hand_over_teacher_to_student(tmp_path, monkeypatch):
+    seen = {}
+    original = MbDML4.begin_stage
+
+    def spy(self, stage):
+        seen[stage] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        teacher_probs = self.predict_all(self.data.unlabeled.images).softmax(1)
+        original(self, stage)
+        seen[f"targets{stage}"] = (teacher_probs.argmax(1), self.pseudo_targets.argmax(1), self.pseudo_mask.clone())
+        seen[f"student{stage}"] = {k: v.clone() for k, v in self.model.state_dict().items()}
+
+    monkeypatch.setattr(MbDML4, "begin_stage", spy)
+    cfg = build_config(overrides={"method": "mbdml4", "epochs": 3, "nst_epochs": 2, "nst_rounds": 2,
+                                  "nst_threshold": 0.3, "out": str(tmp_path / "run"), "progress": "off",
+                                  "snapshot_images": 0})
+    run_module.train(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows] == [0, 0, 0, 1, 1, 2, 2]
+    assert set(seen) >= {1, 2}
+    teacher1 = load_checkpoint(tmp_path / "run" / "best-stage0.pt")["method"]
+    teacher2 = load_checkpoint(tmp_path / "run" / "best-stage1.pt")["method"]
+    for stage, teacher in ((1, teacher1), (2, teacher2)):
+        for key, value in seen[stage].items():
+            assert torch.equal(value, teacher[f"model.{key}"]), key  # the student round starts from the teacher
+        predicted, targets, mask = seen[f"targets{stage}"]
+        assert torch.equal(predicted[mask], targets[mask])  # pseudo-labels are the teacher's predictions
+        weight = "projection.weight"
+        assert not torch.equal(seen[f"student{stage}"][weight], seen[stage][weight])  # and the student is new
+    best = json.loads((tmp_path / "run" / "final_metrics.json").read_text())["best_epoch"]
+    assert max(r["val_accuracy"] for r in rows) == pytest.approx(rows[best]["val_accuracy"])
