@@ -111,3 +111,13 @@ def test_rounds_hand_over_teacher_to_student(tmp_path, monkeypatch):
         assert not torch.equal(seen[f"student{stage}"][weight], seen[stage][weight])  # and the student is new
     best = json.loads((tmp_path / "run" / "final_metrics.json").read_text())["best_epoch"]
     assert max(r["val_accuracy"] for r in rows) == pytest.approx(rows[best]["val_accuracy"])
+
+
+def test_online_variant_uses_confident_unlabelled_images(tmp_path):
+    cfg = build_config(overrides={"method": "mbdml4", "nst_variant": "online", "nst_start": 1, "epochs": 3,
+                                  "c_tau": 0.5, "out": str(tmp_path / "run"), "progress": "off",
+                                  "snapshot_images": 0})
+    run_module.train(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "train_pseudo_fraction" not in rows[0]  # before --nst-start: labelled only
+    assert 0 < rows[2]["train_pseudo_fraction"] <= 1 and rows[2]["train_unlabeled"] > 0

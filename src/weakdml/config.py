@@ -49,6 +49,8 @@ class ModelConfig:
     embedding_dim: int | None = _opt(64, "linear projection to this size (0 or None: the backbone's features)")
     l2_normalize: bool = _opt(True, "L2-normalise embeddings (the original NNGK did not: use with --sigma 10)")
     pretrained: str | None = _opt(None, "local state dict (.pt/.pth) to initialise the backbone")
+    small_stem: bool | None = _opt(None, "ResNet stem of a 3x3 stride-1 conv without max-pool (default: for images of "
+                                         "64 px or less; turn off to load ImageNet weights)")
     freeze_bn: bool = _opt(False, "keep BatchNorm statistics and affine parameters frozen")
     dropout: float = _opt(0.0, "dropout before the embedding projection")
     stochastic_depth: float = _opt(0.0, "stochastic-depth drop rate of residual blocks (ResNets)")

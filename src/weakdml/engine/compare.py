@@ -101,7 +101,8 @@ def read_result(directory: Path, seed: int) -> SeedResult | None:
         return None
     metrics = json.loads(final.read_text())
     log_file = directory / "metrics.jsonl"
-    rows = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()] if log_file.is_file() else []
+    lines = log_file.read_text().splitlines() if log_file.is_file() else []
+    rows = [json.loads(line) for line in lines if line.strip()]
     seconds = sum(r["seconds"] for r in rows) if rows and all("seconds" in r for r in rows) else \
         metrics.get("train_seconds", math.nan)
     return SeedResult(seed, 100 * metrics["test_accuracy"], 100 * metrics.get("test_knn_accuracy", math.nan),

@@ -94,6 +94,11 @@ class Trainer:
     def resume(self) -> None:
         """Continue from ``last.pt``: model, method state (banks, pseudo-labels), optimiser, schedule, RNG, epoch."""
         state = load_checkpoint(self.run_dir / "last.pt", map_location=self.method.device)
+        missing = {"epoch", "method", "optimizer", "scheduler", "scaler", "best_val_accuracy",
+                   "stage_best_val_accuracy", "rng"} - set(state)
+        if missing:
+            raise UserError(f"{self.run_dir / 'last.pt'} lacks {', '.join(sorted(missing))}: it was written by "
+                            f"another version of weakdml and cannot be resumed; start a new run")
         self.method.load_state_dict(state["method"])
         self._new_optimizer(self.stage_of(state["epoch"]))
         self.optimizer.load_state_dict(state["optimizer"])

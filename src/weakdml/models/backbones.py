@@ -1,7 +1,7 @@
 """Backbone networks: images (B, C, H, W) in, pooled features (B, F) out.
 
 ``small-cnn`` is the fast CPU default (four 3×3 conv layers). The ResNets and GoogLeNet come from torchvision; for
-images of 64 px or less the ResNet stem becomes a 3×3 stride-1 conv without max-pool (the usual CIFAR variant).
+images of 64 px or less (unless ``--no-small-stem``) the ResNet stem becomes a 3×3 stride-1 conv without max-pool (the usual CIFAR variant).
 Stochastic depth (ResNets) drops each residual branch with a linearly growing rate, as Noisy Student's noise.
 """
 
@@ -50,10 +50,10 @@ class DropPath(nn.Module):
         return x * keep.to(x.dtype) / (1 - self.p)
 
 
-def _resnet(name: str, in_channels: int, image_size: int, stochastic_depth: float) -> tuple[nn.Module, int]:
+def _resnet(name: str, in_channels: int, small_stem: bool, stochastic_depth: float) -> tuple[nn.Module, int]:
     models = import_torchvision().models
     net = getattr(models, name)(weights=None)
-    if image_size <= 64:
+    if small_stem:
         net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
     elif in_channels != 3:
@@ -79,13 +79,14 @@ def _googlenet(in_channels: int) -> tuple[nn.Module, int]:
     return net, features
 
 
-def build_backbone(name: str, in_channels: int, image_size: int, stochastic_depth: float = 0.0) -> tuple[nn.Module, int]:
-    """The named backbone and its feature size."""
+def build_backbone(name: str, in_channels: int, image_size: int, stochastic_depth: float = 0.0,
+                   small_stem: bool | None = None) -> tuple[nn.Module, int]:
+    """The named backbone and its feature size; ``small_stem`` None means: for images of 64 px or less."""
     if name == "small-cnn":
         net = SmallCNN(in_channels)
         return net, net.out_features
     if name in ("resnet18", "resnet50"):
-        return _resnet(name, in_channels, image_size, stochastic_depth)
+        return _resnet(name, in_channels, image_size <= 64 if small_stem is None else small_stem, stochastic_depth)
     if name == "googlenet":
         return _googlenet(in_channels)
     raise ValueError(f"unknown backbone {name}")  # config validation lists the valid names first

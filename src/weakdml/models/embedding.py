@@ -18,7 +18,8 @@ class EmbeddingNet(nn.Module):
     def __init__(self, cfg: ModelConfig, in_channels: int, image_size: int,
                  mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.backbone, features = build_backbone(cfg.backbone, in_channels, image_size, cfg.stochastic_depth)
+        self.backbone, features = build_backbone(cfg.backbone, in_channels, image_size, cfg.stochastic_depth,
+                                                 cfg.small_stem)
         self.dropout = nn.Dropout(cfg.dropout)  # p may be raised later (Noisy Student's noise)
         self.projection = nn.Linear(features, cfg.embedding_dim) if cfg.embedding_dim else nn.Identity()
         self.dim = cfg.embedding_dim or features

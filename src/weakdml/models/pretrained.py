@@ -37,9 +37,10 @@ def load_pretrained(backbone: nn.Module, path: str) -> str:
     if bad_shapes:
         raise UserError(f"{path}: shapes differ for {len(bad_shapes)} tensors (first: {bad_shapes[0]} "
                         f"{tuple(cleaned[bad_shapes[0]].shape)} vs {tuple(own[bad_shapes[0]].shape)}); wrong backbone?")
-    result = backbone.load_state_dict(cleaned, strict=False)
-    if len(result.missing_keys) == len(own):
+    matched = set(cleaned) & set(own)
+    if not matched:
         raise UserError(f"{path}: none of its keys match the backbone; wrong backbone or file?")
-    return (f"loaded {path}: {len(own) - len(result.missing_keys)}/{len(own)} tensors, "
+    result = backbone.load_state_dict(cleaned, strict=False)
+    return (f"loaded {path}: {len(matched)}/{len(own)} tensors, "
             f"missing {len(result.missing_keys)}, unexpected {len(result.unexpected_keys)}"
             + (f" (missing e.g. {result.missing_keys[0]})" if result.missing_keys else ""))

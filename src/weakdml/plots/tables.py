@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,8 @@ import numpy as np
 from scipy.stats import ttest_ind
 
 ALPHA = 0.05
-FOOTNOTE = ("Test accuracy of the best-on-validation model, mean ± sample standard deviation (ddof=1) over seeds, in %. "
-            "Bold: best mean. †: not significantly different from the best (Welch's t-test, p ≥ 0.05; tested only "
+FOOTNOTE = ("Test accuracy of the best-on-validation model, mean ± sample standard deviation (ddof=1) over seeds, "
+            "in %. Bold: best mean. †: not significantly different from the best (Welch's t-test, p ≥ 0.05; tested only "
             "when both methods have at least 2 seeds). Time: training epochs per run, mean over seeds.")
 
 
@@ -73,7 +74,9 @@ def rank(rows: list[MethodRow], alpha: float = ALPHA) -> list[MethodRow]:
         row.tied, row.p_value = False, None
         if row.best or row.n < 2 or best.n < 2:
             continue
-        p = float(ttest_ind(row.values("accuracy"), best.values("accuracy"), equal_var=False).pvalue)
+        with warnings.catch_warnings():  # nearly identical seeds: scipy warns of precision loss, p may be NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = float(ttest_ind(row.values("accuracy"), best.values("accuracy"), equal_var=False).pvalue)
         row.p_value = None if math.isnan(p) else p
         row.tied = row.p_value is not None and row.p_value >= alpha
     return rows

@@ -1,0 +1,162 @@
+"""The DML baselines: the m-per-class sampler, each loss against pytorch-metric-learning (and the triplet loss against
+a plain loop over the mined triplets), and a short contrastive training on digits that clearly beats chance."""
+
+import itertools
+from collections import Counter
+
+import pytest
+import torch
+from pytorch_metric_learning import losses, miners
+
+from weakdml.config import build_config
+from weakdml.data.samplers import batch_shape, m_per_class_batches
+from weakdml.data.types import ImageSet, TrainData
+from weakdml.engine.optim import build_optimizer
+from weakdml.engine.run import train
+from weakdml.errors import UserError
+from weakdml.methods import METHODS, Batch
+from weakdml.methods.dml import DMLMethod
+from weakdml.models.embedding import EmbeddingNet
+
+DML = ["contrastive", "proxy-anchor", "soft-triple", "supcon", "triplet"]
+
+
+def batches(labels: torch.Tensor, batch_size: int, m: int, seed: int) -> list[torch.Tensor]:
+    return list(m_per_class_batches(labels, batch_size, m, torch.Generator().manual_seed(seed)))
+
+
+# -- sampler ---------------------------------------------------------------------------------------------------------
+def test_balanced_epoch_has_m_images_of_each_class_and_every_image_once():
+    labels = torch.arange(6).repeat_interleave(8)[torch.randperm(48, generator=torch.Generator().manual_seed(0))]
+    epoch = batches(labels, batch_size=8, m=4, seed=1)
+    assert len(epoch) == 6
+    for idx in epoch:
+        assert sorted(Counter(labels[idx].tolist()).values()) == [4, 4]
+    assert sorted(torch.cat(epoch).tolist()) == list(range(48))
+
+
+def test_batches_are_reproducible_from_the_generator():
+    labels = torch.arange(10).repeat(7)
+    same = [torch.equal(a, b) for a, b in zip(batches(labels, 16, 4, seed=3), batches(labels, 16, 4, seed=3))]
+    assert all(same) and len(same) == 5
+    assert not all(torch.equal(a, b) for a, b in zip(batches(labels, 16, 4, seed=3), batches(labels, 16, 4, seed=4)))
+
+
+def test_small_classes_repeat_their_images_and_large_ones_do_not():
+    labels = torch.tensor([0] * 2 + [1] * 9 + [2] * 9)
+    for idx in batches(labels, batch_size=12, m=4, seed=0):
+        counts = Counter(labels[idx].tolist())
+        assert set(counts.values()) == {4}
+        for c, members in itertools.groupby(idx.tolist(), key=lambda i: int(labels[i])):
+            members = list(members)
+            assert len(set(members)) == (2 if c == 0 else 4)  # the 2-image class: each image twice
+
+
+def test_fewer_classes_than_the_batch_needs_fill_the_batch_with_more_images_each():
+    assert batch_shape(num_classes=3, batch_size=32, m_per_class=4) == (3, 10)
+    assert batch_shape(num_classes=100, batch_size=32, m_per_class=4) == (8, 4)
+    labels = torch.arange(3).repeat(20)
+    for idx in batches(labels, batch_size=32, m=4, seed=0):
+        assert sorted(Counter(labels[idx].tolist()).values()) == [10, 10, 10]
+    with pytest.raises(UserError, match="fewer than 2"):
+        batch_shape(num_classes=10, batch_size=6, m_per_class=4)
+
+
+# -- losses ----------------------------------------------------------------------------------------------------------
+def tiny(method: str, **overrides) -> tuple[DMLMethod, Batch]:
+    torch.manual_seed(0)
+    cfg = build_config(overrides={"method": method, "augment": "none", "embedding_dim": 6, "batch_size": 8,
+                                  "m_per_class": 2, **overrides})
+    g = torch.Generator().manual_seed(1)
+    labeled = ImageSet(torch.randint(0, 256, (16, 1, 8, 8), dtype=torch.uint8, generator=g), torch.arange(16) % 4)
+    data = TrainData(labeled, ImageSet(labeled.images[:0], labeled.labels[:0]), 4, flip=False)
+    m = METHODS[method](EmbeddingNet(cfg.model, 1, 8), data, cfg)
+    m.eval()  # BatchNorm on running statistics: the same images give the same embeddings
+    m.seed_epoch(0)
+    m.on_epoch_start(0)
+    return m, next(iter(m.batches(0)))
+
+
+def reference_loss(name: str, m: DMLMethod) -> torch.nn.Module:
+    d = m.cfg.dml
+    loss = {"contrastive": lambda: losses.ContrastiveLoss(pos_margin=d.contrastive_pos_margin,
+                                                          neg_margin=d.contrastive_neg_margin),
+            "proxy-anchor": lambda: losses.ProxyAnchorLoss(4, 6, margin=d.proxy_margin, alpha=d.proxy_alpha),
+            "soft-triple": lambda: losses.SoftTripleLoss(4, 6, centers_per_class=d.centers_per_class,
+                                                         la=d.soft_triple_la, gamma=d.soft_triple_gamma,
+                                                         margin=d.soft_triple_margin),
+            "supcon": lambda: losses.SupConLoss(temperature=d.supcon_temperature),
+            "triplet": lambda: losses.TripletMarginLoss(margin=d.triplet_margin)}[name]()
+    loss.load_state_dict(m.loss.state_dict())  # the same proxies / centres
+    return loss
+
+
+@pytest.mark.parametrize("name", DML)
+def test_loss_equals_pytorch_metric_learning_on_the_same_embeddings(name):
+    overrides = {"contrastive_pos_margin": 0.2, "contrastive_neg_margin": 0.9, "triplet_margin": 0.5}
+    m, batch = tiny(name, **overrides)
+    assert sorted(Counter(batch.labels.tolist()).values()) == [2, 2, 2, 2]
+    step = m.training_step(batch)
+    z = m.model(batch.images.float() / 255)
+    mined = miners.TripletMarginMiner(margin=0.5, type_of_triplets="semihard")(z, batch.labels) \
+        if name == "triplet" else None
+    expected = reference_loss(name, m)(z, batch.labels, mined)
+    assert step["loss"].item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+    assert expected.item() > 0
+    assert 0 <= step["accuracy"].item() <= 1
+
+
+def plain_triplet_loss(z: torch.Tensor, labels: torch.Tensor, margin: float, kind: str) -> torch.Tensor:
+    """Mean over the mined triplets with a positive loss of max(0, d(a,p) − d(a,n) + margin), by loops."""
+    z = torch.nn.functional.normalize(z, dim=1)
+    values = []
+    for a, p, n in itertools.product(range(len(z)), repeat=3):
+        if a == p or labels[a] != labels[p] or labels[a] == labels[n]:
+            continue
+        d_ap, d_an = (z[a] - z[p]).norm(), (z[a] - z[n]).norm()
+        gap = d_an - d_ap
+        mined = {"all": gap <= margin, "hard": gap <= 0, "semihard": 0 < gap <= margin}[kind]
+        loss = torch.relu(d_ap - d_an + margin)
+        if mined and loss > 0:
+            values.append(loss)
+    return torch.stack(values).mean()
+
+
+@pytest.mark.parametrize("kind", ["semihard", "hard", "all"])
+def test_triplet_loss_equals_a_plain_loop_over_the_mined_triplets(kind):
+    m, batch = tiny("triplet", triplet_margin=0.5, triplet_miner=kind)
+    loss = m.training_step(batch)["loss"]
+    z = m.model(batch.images.float() / 255)
+    assert loss.item() == pytest.approx(plain_triplet_loss(z, batch.labels, 0.5, kind).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["proxy-anchor", "soft-triple"])
+def test_learnable_proxies_are_optimised_and_stay_float32_under_autocast(name):
+    m, batch = tiny(name)
+    proxies = next(m.loss.parameters())
+    optimised = {id(p) for group in build_optimizer(m, m.cfg.optim).param_groups for p in group["params"]}
+    assert id(proxies) in optimised and id(m.head.log_weights) not in optimised
+    before = proxies.detach().clone()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = m.training_step(batch)["loss"]
+    loss.backward()
+    assert proxies.dtype == torch.float32 and proxies.grad is not None and proxies.grad.abs().sum() > 0
+    assert torch.equal(proxies.detach(), before)
+
+
+def test_predictions_use_a_bank_of_the_current_network():
+    m, batch = tiny("contrastive")
+    m.train()
+    opt = torch.optim.SGD(m.parameters(), lr=1.0)
+    m.training_step(batch)["loss"].backward()
+    opt.step()
+    m.predict_all(m.data.labeled.images)
+    assert torch.allclose(m.head.centres, m.embed_all(m.data.labeled.images))
+
+
+# -- training --------------------------------------------------------------------------------------------------------
+def test_contrastive_training_on_digits_beats_chance_clearly(tmp_path):
+    cfg = build_config(overrides={"method": "contrastive", "epochs": 6, "labeled_fraction": 0.5, "snapshot_images": 0,
+                                  "progress": "off", "out": str(tmp_path / "run")})
+    accuracy = train(cfg).metrics["test_accuracy"]
+    assert accuracy > 0.8, accuracy  # chance: 0.1

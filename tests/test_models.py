@@ -1,0 +1,55 @@
+"""Backbones and the embedding network: shapes, local pretrained weights, frozen BatchNorm, stochastic depth."""
+
+import glob
+
+import pytest
+import torch
+
+from weakdml.compat import import_torchvision
+from weakdml.config import ModelConfig, build_config
+from weakdml.errors import UserError
+from weakdml.models.embedding import EmbeddingNet
+from weakdml.models.pretrained import load_pretrained
+
+
+@pytest.mark.parametrize("backbone, channels, size", [("small-cnn", 1, 16), ("resnet18", 3, 32),
+                                                      ("resnet50", 1, 32), ("googlenet", 3, 64)])
+def test_backbones_embed(backbone, channels, size):
+    net = EmbeddingNet(ModelConfig(backbone=backbone, embedding_dim=32), channels, size).eval()
+    out = net(torch.rand(2, channels, size, size))
+    assert out.shape == (2, 32) and torch.allclose(out.norm(dim=1), torch.ones(2))
+
+
+def test_imagenet_resnet_state_dict_loads_with_standard_stem(tmp_path):
+    reference = import_torchvision().models.resnet18(weights=None)
+    torch.save({"state_dict": reference.state_dict()}, tmp_path / "w.pth")
+    net = EmbeddingNet(ModelConfig(backbone="resnet18", small_stem=False), 3, 32)
+    report = load_pretrained(net.backbone, str(tmp_path / "w.pth"))
+    assert "missing 0" in report
+    torch.testing.assert_close(net.backbone.conv1.weight, reference.conv1.weight)
+    small = EmbeddingNet(ModelConfig(backbone="resnet18"), 3, 32)  # 3x3 stem: conv1 cannot take 7x7 weights
+    with pytest.raises(UserError, match="shapes differ"):
+        load_pretrained(small.backbone, str(tmp_path / "w.pth"))
+    torch.save({"x": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(UserError, match="none of its keys"):
+        load_pretrained(net.backbone, str(tmp_path / "other.pth"))
+    with pytest.raises(UserError, match="not found"):
+        load_pretrained(net.backbone, str(tmp_path / "missing.pth"))
+
+
+def test_frozen_batchnorm_keeps_statistics_and_stochastic_depth_is_train_only():
+    net = EmbeddingNet(ModelConfig(backbone="resnet18", freeze_bn=True, stochastic_depth=0.5), 3, 32).train()
+    bn = net.backbone.bn1
+    before = bn.running_mean.clone()
+    net(torch.rand(4, 3, 32, 32) * 5)
+    assert torch.equal(bn.running_mean, before) and not bn.weight.requires_grad
+    net.eval()
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(net(x), net(x))
+
+
+def test_every_shipped_config_is_valid():
+    files = sorted(glob.glob("configs/**/*.yaml", recursive=True))
+    assert len(files) >= 12
+    for path in files:
+        build_config(path)
