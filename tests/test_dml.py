@@ -62,6 +62,15 @@ def test_fewer_classes_than_the_batch_needs_fill_the_batch_with_more_images_each
         batch_shape(num_classes=10, batch_size=6, m_per_class=4)
 
 
+def test_method_batches_depend_only_on_seed_and_epoch():
+    m, _ = tiny("supcon")
+    drawn = []
+    for _ in range(2):
+        m.seed_epoch(3)
+        drawn.append(torch.cat([b.index for b in m.batches(3)]))
+    assert torch.equal(*drawn) and sorted(drawn[0].tolist()) == list(range(16))
+
+
 # -- losses ----------------------------------------------------------------------------------------------------------
 def tiny(method: str, **overrides) -> tuple[DMLMethod, Batch]:
     torch.manual_seed(0)
@@ -156,7 +165,7 @@ def test_predictions_use_a_bank_of_the_current_network():
 
 # -- training --------------------------------------------------------------------------------------------------------
 def test_contrastive_training_on_digits_beats_chance_clearly(tmp_path):
-    cfg = build_config(overrides={"method": "contrastive", "epochs": 6, "labeled_fraction": 0.5, "snapshot_images": 0,
-                                  "progress": "off", "out": str(tmp_path / "run")})
+    cfg = build_config(overrides={"method": "contrastive", "epochs": 2, "labeled_fraction": 0.5, "input_size": 8,
+                                  "snapshot_images": 0, "progress": "off", "out": str(tmp_path / "run")})
     accuracy = train(cfg).metrics["test_accuracy"]
-    assert accuracy > 0.8, accuracy  # chance: 0.1
+    assert accuracy > 0.7, accuracy  # chance: 0.1; measured 0.90 (seed 0)

@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table-only", action="store_true",
                    help="only rebuild the table from the finished runs (methods/seeds default to those found)")
     _add_config_flags(p, tuple(SECTIONS), exclude=("method", "seed", "out"))
+
+    p = sub.add_parser("plot", help="accuracy curves, t-SNE (PNG and GIF over epochs) and feature spaces of runs")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories and/or comparison directories")
+    p.add_argument("--out", default=None, help="folder of the figures (default: <first DIR>/plots)")
+    p.add_argument("--what", default=None, help="comma-separated subset of curves,tsne,gif,spaces (default: all)")
+    p.add_argument("--device", default="cpu", help="device that embeds the images (default: cpu)")
     return parser
 
 
@@ -165,6 +171,16 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(f"written: {out}/table.md, table.csv, table.tex, summary.json")
 
 
+def cmd_plot(args: argparse.Namespace) -> None:
+    from weakdml.plots import make_plots
+    from weakdml.plots.make import parse_what
+
+    _log_to_terminal()
+    what = parse_what(args.what)
+    for path in make_plots([Path(d) for d in args.dirs], Path(args.out) if args.out else None, what, args.device):
+        print(path)
+
+
 def _log_to_terminal() -> None:
     log.setLevel(logging.INFO)
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
@@ -186,7 +202,8 @@ class _StderrHandler(logging.StreamHandler):
 
 
 COMMANDS = {"datasets": cmd_datasets, "split": cmd_split, "train": cmd_train, "evaluate": cmd_evaluate,
-            "evaluate-embeddings": cmd_evaluate_embeddings, "compare": cmd_compare}
+            "evaluate-embeddings": cmd_evaluate_embeddings, "compare": cmd_compare,
+            "plot": cmd_plot}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,10 +2,13 @@
 
 ``contrastive`` (ContrastiveLoss), ``proxy-anchor`` (ProxyAnchorLoss, learnable proxies), ``soft-triple``
 (SoftTripleLoss, learnable centres), ``supcon`` (SupConLoss) and ``triplet`` (TripletMarginLoss on the triplets of a
-TripletMarginMiner, semi-hard by default). Settings default to PML's (``DMLConfig``). Batches hold P classes × m
-images (``--m-per-class``) drawn with the method's seeded generator, so resuming is exact. The loss is computed in
-float32 outside autocast: PML casts learnable proxies to the embeddings' dtype in place, which under AMP would
-turn the parameters into float16.
+TripletMarginMiner). The miner defaults to semi-hard triplets, FaceNet's choice: the negative is farther than the
+positive but within the margin, which avoids the noisy gradients of the hardest triplets in small, partly trained
+batches (``--triplet-miner all`` is PML's loss without a miner). Settings default to PML's (``DMLConfig``).
+
+Batches hold P classes × m images (``--m-per-class``) drawn with the method's seeded generator, so resuming is exact.
+The loss is computed in float32 outside autocast: PML casts learnable proxies to the embeddings' dtype in place,
+which under AMP would turn the parameters into float16.
 
 Prediction uses the same classifier as NNGK: the Gaussian kernel over the labelled images' embeddings (per-centre
 weights fixed at zero). The bank is refreshed at the start of every epoch and again before predicting after training

@@ -89,20 +89,20 @@ class NNGKHead(nn.Module):
 
     def train_log_scores(self, z: torch.Tensor, centre_index: torch.Tensor) -> torch.Tensor:
         """Scores of labelled training samples over the neighbours of their own centres (B,) -> (B, C)."""
-        return self._scores(z, self.train_neighbours[centre_index])
+        return class_log_scores(z, self.centres, self.centre_labels, self.log_weights,
+                                self.train_neighbours[centre_index], self.sigma, self.num_classes)
 
-    def query_log_scores(self, z: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    def query_log_scores(self, z: torch.Tensor, exclude: torch.Tensor | None = None,
+                         centres: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of any embeddings over their own K nearest centres (searched without gradient), leaving out the
-        centres ``exclude`` (B, m) names for each row, e.g. the images a mixed sample was made of."""
+        centres ``exclude`` (B, m) names for each row, e.g. the images a mixed sample was made of. ``centres``
+        replaces the bank's (same images, embedded anew) without changing it."""
+        centres = self.centres if centres is None else centres
         m = 0 if exclude is None else exclude.shape[1]
-        k = min(self.k, len(self.centres) - m)
-        _, idx = knn_search(z.detach().float(), self.centres, k + m)
+        k = min(self.k, len(centres) - m)
+        _, idx = knn_search(z.detach().float(), centres, k + m)
         if exclude is not None:
             excluded = (idx[:, :, None] == exclude[:, None, :]).any(2)  # (B, k + m)
             keep_first = torch.sort(excluded.to(torch.uint8), dim=1, stable=True).indices[:, :k]
             idx = idx.gather(1, keep_first)
-        return self._scores(z, idx)
-
-    def _scores(self, z: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-        return class_log_scores(z, self.centres, self.centre_labels, self.log_weights, neighbours, self.sigma,
-                                self.num_classes)
+        return class_log_scores(z, centres, self.centre_labels, self.log_weights, idx, self.sigma, self.num_classes)

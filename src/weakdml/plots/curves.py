@@ -48,10 +48,9 @@ def plot_curves(runs: list[RunInfo], path: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("accuracy (%)")
-    handles, names = axes[0, -1].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(names), 6),
-               frameon=False)
     datasets = ", ".join(dict.fromkeys(run.dataset for run in runs))
-    fig.suptitle(f"Accuracy per epoch on {datasets}", y=1.1)
+    fig.suptitle(f"Accuracy per epoch on {datasets}")
     fig.tight_layout()
+    handles, names = axes[0, -1].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), title="method", frameon=False)
     return save(fig, path)

@@ -1,0 +1,169 @@
+"""Time of one training step of every registered method relative to ``cross-entropy``: same backbone (small-cnn,
+64-d embedding), batch (128), images (random uint8, 1×28×28; 5,000 labelled in 32 classes, 10,000 unlabelled).
+
+    python benchmarks/methods_step.py [--repeats 20] [--warmup 3] [--device auto] [--out benchmarks/results]
+
+A step is what the trainer does: ``training_step``, zero_grad, backward, optimiser step (batches are drawn before
+timing; ``on_epoch_start`` has run, so banks exist). Methods are timed round-robin, one step each per round, so a
+shared machine's load falls on all of them alike; the median over rounds is reported. A method with several stages
+(Noisy Student) is also timed in its last stage (the student: labelled plus pseudo-labelled batches). Images per step
+counts the rows that went through the network (mixup variants embed the clean and the mixed batch).
+Target: every MbDML variant ≤ 1.3× the cross-entropy step. Writes methods_step.json and methods_step.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from weakdml.config import all_fields, build_config
+from weakdml.data.types import ImageSet, TrainData
+from weakdml.engine.environment import resolve_device
+from weakdml.engine.optim import build_optimizer
+from weakdml.methods import METHODS, Batch, Method
+from weakdml.models.embedding import EmbeddingNet
+
+TARGET = 1.3
+BATCH = 128
+SETTINGS = {"batch_size": BATCH, "backbone": "small-cnn", "embedding_dim": 64, "augment": "weak", "amp": False,
+            "nst_threshold": 0.0}  # every unlabelled image pseudo-labelled, so students use the unlabelled part
+
+
+def random_data(labeled: int = 5000, unlabeled: int = 10_000, classes: int = 32) -> TrainData:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (labeled + unlabeled, 1, 28, 28), dtype=torch.uint8, generator=g)
+    labels = torch.arange(labeled) % classes
+    return TrainData(ImageSet(images[:labeled], labels), ImageSet(images[labeled:], torch.full((unlabeled,), -1)),
+                     classes, flip=False)
+
+
+@dataclass
+class Timed:
+    """One method (in one stage), its optimiser, pre-drawn batches and the step times measured so far."""
+
+    name: str
+    method: Method
+    optimizer: torch.optim.Optimizer
+    batches: list[Batch]
+    images_per_step: int = 0
+    seconds: list[float] = field(default_factory=list)
+
+    def step(self, batch: Batch) -> None:
+        loss = self.method.training_step(batch)["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+def draw_batches(method: Method, n: int) -> list[Batch]:
+    out: list[Batch] = []
+    epoch = 0
+    while len(out) < n:
+        method.seed_epoch(epoch)
+        out += list(method.batches(epoch))[:n - len(out)]
+        epoch += 1
+    return out
+
+
+def prepare(name: str, data: TrainData, device: torch.device, n: int) -> list[Timed]:
+    """The method ready to step, in its first stage and, if it has several, in its last."""
+    known = all_fields()
+    cfg = build_config(overrides={k: v for k, v in {"method": name, **SETTINGS}.items() if k in known})
+    torch.manual_seed(0)
+    method = METHODS[name](EmbeddingNet(cfg.model, 1, 28), data, cfg).to(device).train()
+    method.seed_epoch(0)
+    method.on_epoch_start(0)
+    timed = [Timed(name, method, build_optimizer(method, cfg.optim), draw_batches(method, n))]
+    stages = method.stages()
+    if len(stages) > 1:
+        torch.manual_seed(0)
+        student = METHODS[name](EmbeddingNet(cfg.model, 1, 28), data, cfg).to(device).train()
+        student.load_state_dict(method.state_dict())
+        student.begin_stage(len(stages) - 1)
+        student.seed_epoch(0)
+        student.on_epoch_start(0)
+        timed.append(Timed(f"{name} (stage {len(stages) - 1})", student, build_optimizer(student, cfg.optim),
+                           draw_batches(student, n)))
+    return timed
+
+
+def count_images(t: Timed) -> int:
+    """Rows embedded by the network in one step (counted by a forward hook)."""
+    rows = []
+    hook = t.method.model.register_forward_hook(lambda _m, inputs, _out: rows.append(inputs[0].shape[0]))
+    t.step(t.batches[0])
+    hook.remove()
+    return sum(rows)
+
+
+def measure(device: torch.device, repeats: int, warmup: int) -> list[dict]:
+    data = random_data()
+    runs = [t for name in METHODS for t in prepare(name, data, device, warmup + repeats)]
+    for t in runs:
+        t.images_per_step = count_images(t)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for r in range(warmup + repeats):
+        for t in runs:
+            sync()
+            start = time.perf_counter()
+            t.step(t.batches[r])
+            sync()
+            if r >= warmup:
+                t.seconds.append(time.perf_counter() - start)
+    base = next(t for t in runs if t.name == "cross-entropy")
+    base_ms = 1000 * statistics.median(base.seconds)
+    rows = []
+    for t in runs:
+        ms = 1000 * statistics.median(t.seconds)
+        ratio = ms / base_ms
+        per_image = ratio * base.images_per_step / t.images_per_step
+        rows.append({"method": t.name, "images_per_step": t.images_per_step, "ms_per_step": ms,
+                     "vs_cross_entropy": ratio, "per_image_vs_cross_entropy": per_image,
+                     "meets_target": ratio <= TARGET if t.name.startswith("mbdml") else None})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| method | images / step | ms / step | × cross-entropy step | × per image | target ≤ 1.3× |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        verdict = {None: "", True: "yes", False: "no"}[r["meets_target"]]
+        lines.append(f"| {r['method']} | {r['images_per_step']} | {r['ms_per_step']:.1f} | "
+                     f"{r['vs_cross_entropy']:.2f}× | {r['per_image_vs_cross_entropy']:.2f}× | {verdict} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--note", default="", help="a line to keep with the results (e.g. that the machine was busy)")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    rows = measure(device, args.repeats, args.warmup)
+    setting = (f"small-cnn, 64-d, batch {BATCH}, 1×28×28 random images (5,000 labelled, 32 classes; 10,000 "
+               f"unlabelled), {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; median of "
+               f"{args.repeats} steps after {args.warmup} warm-up, methods interleaved")
+    target = f"Target: every MbDML variant ≤ {TARGET}× the cross-entropy step."
+    text = f"{setting}\n\n{table(rows)}\n\n{target}\n" + (f"\n{args.note}\n" if args.note else "")
+    print(text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"machine": platform.processor() or platform.machine(), "device": str(device),
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "batch": BATCH,
+              "repeats": args.repeats, "warmup": args.warmup, "target": TARGET, "note": args.note, "rows": rows}
+    (out / "methods_step.json").write_text(json.dumps(result, indent=2))
+    (out / "methods_step.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()

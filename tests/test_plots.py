@@ -1,0 +1,121 @@
+"""Figures of `weakdml plot` from a tiny real run: each file is written and is a valid image of a sensible size."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from weakdml.cli import main
+from weakdml.config import build_config
+from weakdml.engine.run import train
+from weakdml.plots import make_plots
+from weakdml.plots.curves import plot_curves
+from weakdml.plots.runs import find_runs, first_of_each_method
+from weakdml.plots.tsne import align, pick_frames, tsne_2d
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("plots") / "run"
+    train(build_config(overrides={"method": "mbdml3", "epochs": EPOCHS, "out": str(out), "progress": "off",
+                                  "snapshot_images": 200}))
+    return out
+
+
+def fake_run(run_dir: Path, target: Path, method: str, seed: int, drop_train_accuracy: bool = False) -> Path:
+    """A copy of a run's config and metrics under another method/seed (enough for curves)."""
+    target.mkdir(parents=True)
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["train"].update(method=method, seed=seed)
+    (target / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["test_accuracy"] = min(1.0, row["test_accuracy"] + 0.05 * (seed + 1))
+        if drop_train_accuracy:
+            row.pop("train_accuracy", None)
+    (target / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return target
+
+
+def assert_image(path: Path, kind: str, min_size: tuple[int, int] = (400, 300), frames: int = 1) -> None:
+    assert path.is_file(), path
+    with Image.open(path) as image:
+        assert image.format == kind
+        assert image.size[0] >= min_size[0] and image.size[1] >= min_size[1], image.size
+        assert getattr(image, "n_frames", 1) == frames
+    with Image.open(path) as image:
+        image.verify()
+
+
+def test_tsne_coordinates_are_finite_and_two_dimensional():
+    x = np.random.default_rng(0).normal(size=(60, 8))
+    xy = tsne_2d(x, seed=0)
+    assert xy.shape == (60, 2) and np.isfinite(xy).all()
+    again = tsne_2d(x, seed=0, init=xy, iterations=250)
+    assert again.shape == (60, 2) and np.isfinite(again).all()
+
+
+def test_align_undoes_rotation_reflection_scale_and_shift():
+    reference = np.random.default_rng(1).normal(size=(50, 2))
+    turn = np.array([[0.0, -1.0], [-1.0, 0.0]])  # a reflection across a diagonal
+    moved = 7 * reference @ turn + 3
+    np.testing.assert_allclose(align(moved, align(reference)), align(reference), atol=1e-9)
+
+
+def test_pick_frames_keeps_first_and_last_and_at_most_the_maximum():
+    assert pick_frames(3, 20) == [0, 1, 2]
+    frames = pick_frames(200, 20)
+    assert len(frames) == 20 and frames[0] == 0 and frames[-1] == 199
+
+
+def test_plot_writes_every_figure_of_a_run(run_dir, tmp_path, capsys):
+    out = tmp_path / "figures"
+    assert main(["plot", str(run_dir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.split()
+    expected = [out / "curves-digits.png", out / "run-tsne.png", out / "run-tsne.gif", out / "run-feature-spaces.png"]
+    assert printed == [str(p) for p in expected]
+    assert_image(expected[0], "PNG", (800, 250))
+    assert_image(expected[1], "PNG")
+    assert_image(expected[2], "GIF", frames=EPOCHS)
+    assert_image(expected[3], "PNG", (900, 800))
+
+
+def test_curves_of_two_methods_and_seeds(run_dir, tmp_path):
+    runs = [*find_runs(run_dir),
+            *find_runs(fake_run(run_dir, tmp_path / "b", "mbdml3", seed=1)),
+            *find_runs(fake_run(run_dir, tmp_path / "c", "nngk", seed=0, drop_train_accuracy=True))]
+    assert_image(plot_curves(runs, tmp_path / "curves.png"), "PNG", (800, 250))
+
+
+def test_comparison_directory_draws_curves_of_all_runs_and_picks_the_first_seed(run_dir, tmp_path):
+    study = tmp_path / "study"
+    fake_run(run_dir, study / "runs" / "mbdml3-s1", "mbdml3", seed=1)
+    fake_run(run_dir, study / "runs" / "nngk-s0", "nngk", seed=0)
+    shutil.copytree(run_dir, study / "runs" / "mbdml3-s0", ignore=shutil.ignore_patterns("*.pt", "snapshots"))
+    runs = find_runs(study)
+    assert len(runs) == 3
+    assert [(r.method, r.seed) for r in first_of_each_method(runs)] == [("mbdml3", 0), ("nngk", 0)]
+    assert make_plots([study], what=["curves"]) == [study / "plots" / "curves-digits.png"]
+    assert_image(study / "plots" / "curves-digits.png", "PNG", (800, 250))
+
+
+@pytest.mark.parametrize("case", ["missing", "not-a-run", "empty-metrics", "bad-what"])
+def test_bad_input_is_one_line_user_error(run_dir, tmp_path, capsys, case):
+    target, extra = tmp_path / "dir", []
+    if case != "missing":
+        target.mkdir()
+    if case == "empty-metrics":
+        shutil.copy(run_dir / "config.yaml", target / "config.yaml")
+        (target / "metrics.jsonl").write_text("")
+    if case == "bad-what":
+        target, extra = run_dir, ["--what", "curves,histogram"]
+    assert main(["plot", str(target), *extra, "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("weakdml: error:") and "\n" not in error
+    assert not (tmp_path / "out").exists()
