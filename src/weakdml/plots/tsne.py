@@ -34,9 +34,8 @@ def tsne_2d(x: np.ndarray, seed: int = 0, init: np.ndarray | None = None, iterat
     if init is not None:  # sklearn expects a small initial spread (PCA init uses std 1e-4)
         init = (init - init.mean(0)) * (1e-4 / max(float(init[:, 0].std()), 1e-12))
     perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
-    iteration_key = "max_iter" if "max_iter" in TSNE().get_params() else "n_iter"  # renamed in scikit-learn 1.5
     tsne = TSNE(2, perplexity=perplexity, init="pca" if init is None else init.astype(np.float32),
-                random_state=seed, learning_rate="auto", **{iteration_key: iterations})
+                random_state=seed, learning_rate="auto", max_iter=iterations)
     with threadpool_limits(1):
         return tsne.fit_transform(x)
 
