@@ -116,8 +116,7 @@ def final_metrics(method: Method, data: PreparedData, run_dir: Path) -> dict[str
     against the labelled training images (kNN accuracy, Recall@K, MAP@R, clustering)."""
     best = load_checkpoint(run_dir / "best.pt", map_location=method.device)
     method.load_state_dict(best["method"])
-    test = evaluate_accuracy(method, data.test)
-    val = evaluate_accuracy(method, data.val)
+    val, test = evaluate_accuracy(method, data.val, data.test)
     test_emb = method.embed_all(data.test.images).cpu()
     ref_emb = method.embed_all(data.train.labeled.images).cpu()
     embedding = evaluate_embeddings(test_emb, data.test.labels, ref_emb, data.train.labeled.labels,

@@ -39,13 +39,22 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate_accuracy(method: Method, images: ImageSet) -> EvalResult:
-    """Accuracy and mean NLL of the method's classifier on a labelled image set."""
-    if len(images) == 0:
-        return EvalResult(math.nan, math.nan)
-    scores = method.predict_all(images.images)
-    labels = images.labels.to(scores.device)
-    return EvalResult((scores.argmax(1) == labels).float().mean().item(), F.cross_entropy(scores, labels).item())
+def evaluate_accuracy(method: Method, *parts: ImageSet) -> list[EvalResult]:
+    """Accuracy and mean NLL of the method's classifier on each labelled image set, from one prediction call (so a
+    method that embeds its support set before predicting does it once)."""
+    sizes = [len(part) for part in parts]
+    if sum(sizes) == 0:
+        return [EvalResult(math.nan, math.nan) for _ in parts]
+    scores = method.predict_all(torch.cat([part.images for part in parts])).split(sizes)
+    results = []
+    for part, part_scores in zip(parts, scores):
+        if len(part) == 0:
+            results.append(EvalResult(math.nan, math.nan))
+            continue
+        labels = part.labels.to(part_scores.device)
+        results.append(EvalResult((part_scores.argmax(1) == labels).float().mean().item(),
+                                  F.cross_entropy(part_scores, labels).item()))
+    return results
 
 
 class Trainer:
@@ -126,7 +135,7 @@ class Trainer:
                 self._begin_stage(stage)
             started = time.perf_counter()
             train_stats = self._train_epoch(epoch, quiet)
-            val, test = evaluate_accuracy(self.method, self.val), evaluate_accuracy(self.method, self.test)
+            val, test = evaluate_accuracy(self.method, self.val, self.test)
             row = {"epoch": epoch, "stage": stage, **{f"train_{k}": v for k, v in train_stats.items()},
                    "val_accuracy": val.accuracy, "val_loss": val.loss, "test_accuracy": test.accuracy,
                    "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
