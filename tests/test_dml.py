@@ -7,16 +7,15 @@ from collections import Counter
 import pytest
 import torch
 from pytorch_metric_learning import losses, miners
+from tiny import tiny_method
 
 from weakdml.config import build_config
 from weakdml.data.samplers import batch_shape, m_per_class_batches
-from weakdml.data.types import ImageSet, TrainData
 from weakdml.engine.optim import build_optimizer
 from weakdml.engine.run import train
 from weakdml.errors import UserError
-from weakdml.methods import METHODS, Batch
+from weakdml.methods import Batch
 from weakdml.methods.dml import DMLMethod
-from weakdml.models.embedding import EmbeddingNet
 
 DML = ["contrastive", "proxy-anchor", "soft-triple", "supcon", "triplet"]
 
@@ -73,14 +72,7 @@ def test_method_batches_depend_only_on_seed_and_epoch():
 
 # -- losses ----------------------------------------------------------------------------------------------------------
 def tiny(method: str, **overrides) -> tuple[DMLMethod, Batch]:
-    torch.manual_seed(0)
-    cfg = build_config(overrides={"method": method, "augment": "none", "embedding_dim": 6, "batch_size": 8,
-                                  "m_per_class": 2, **overrides})
-    g = torch.Generator().manual_seed(1)
-    labeled = ImageSet(torch.randint(0, 256, (16, 1, 8, 8), dtype=torch.uint8, generator=g), torch.arange(16) % 4)
-    data = TrainData(labeled, ImageSet(labeled.images[:0], labeled.labels[:0]), 4, flip=False)
-    m = METHODS[method](EmbeddingNet(cfg.model, 1, 8), data, cfg)
-    m.eval()  # BatchNorm on running statistics: the same images give the same embeddings
+    m, _ = tiny_method(method, 16, 4, batch_size=8, m_per_class=2, **overrides)
     m.seed_epoch(0)
     m.on_epoch_start(0)
     return m, next(iter(m.batches(0)))

@@ -6,25 +6,17 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-
 from test_nngk import loop_class_log_scores
-from weakdml.config import build_config
-from weakdml.data.types import ImageSet, TrainData
-from weakdml.methods import METHODS, Batch
+from tiny import tiny_method
+
+from weakdml.methods import Batch
 from weakdml.methods.mixing import mix, sample_lambda
-from weakdml.models.embedding import EmbeddingNet
 
 
 def tiny(method: str, **overrides):
-    torch.manual_seed(0)
-    cfg = build_config(overrides={"method": method, "augment": "none", "embedding_dim": 6, "neighbours": 5,
-                                  "sigma": 0.7, **overrides})
-    g = torch.Generator().manual_seed(1)
-    labeled = ImageSet(torch.randint(0, 256, (12, 1, 8, 8), dtype=torch.uint8, generator=g), torch.arange(12) % 3)
-    data = TrainData(labeled, ImageSet(labeled.images[:0], labeled.labels[:0]), 3, flip=False)
-    m = METHODS[method](EmbeddingNet(cfg.model, 1, 8), data, cfg)
-    m.eval()  # BatchNorm on running statistics: every forward of the same images gives the same embedding
+    m, g = tiny_method(method, 12, 3, neighbours=5, sigma=0.7, **overrides)
     m.on_epoch_start(0)
+    labeled = m.data.labeled
     if hasattr(m, "head"):
         m.head.log_weights.data.normal_(0, 0.3, generator=g)
     idx = torch.tensor([0, 4, 5, 7, 9, 11])

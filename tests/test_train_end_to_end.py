@@ -17,7 +17,7 @@ from weakdml.engine.checkpoint import load_checkpoint
 def raw_pixel_1nn_accuracy(seed: int) -> float:
     """The baseline: 1-nearest neighbour on raw 8x8 pixels over the same labelled images as NNGK's support bank."""
     data = prepare_data(build_config(overrides={"seed": seed, "input_size": 8}))
-    flat = lambda s: s.images.reshape(len(s), -1).float().numpy()  # noqa: E731
+    flat = lambda s: s.images.reshape(len(s), -1).float().numpy()
     model = KNeighborsClassifier(1).fit(flat(data.train.labeled), data.train.labeled.labels.numpy())
     return model.score(flat(data.test), data.test.labels.numpy())
 
@@ -73,6 +73,6 @@ def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path, monkeyp
     assert a["epoch"] == b["epoch"] == 5
     for key, value in a["method"].items():
         assert torch.equal(value, b["method"][key]), key
-    rows = lambda run: [json.loads(l) for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]  # noqa
+    rows = lambda run: [json.loads(l) for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows("broken")] == list(range(6))
     assert [r["val_accuracy"] for r in rows("broken")] == [r["val_accuracy"] for r in rows("straight")]

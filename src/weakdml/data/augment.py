@@ -18,7 +18,7 @@ AUGMENTATIONS = ("none", "weak", "strong")
 
 def random_crop_flip(images: torch.Tensor, flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Random translation by up to 1/8 of the side (reflect-padded) and optional horizontal flip, per image."""
-    b, c, h, w = images.shape
+    b, _, h, w = images.shape
     pad = max(1, h // 8)
     padded = F.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(images.device)

@@ -37,7 +37,7 @@ class Split:
         path.write_text(json.dumps({"format": SPLIT_FORMAT, **asdict(self)}))
 
     @classmethod
-    def load(cls, path: Path) -> "Split":
+    def load(cls, path: Path) -> Split:
         try:
             raw = json.loads(Path(path).read_text())
             raw.pop("format")
@@ -77,9 +77,9 @@ def make_split(
     for cls in np.unique(labels_np):
         members = np.flatnonzero(labels_np == cls)
         members = members[rng.permutation(len(members))]
-        n_lab = labels_per_class if labels_per_class is not None else int(round(labeled_fraction * len(members)))
+        n_lab = labels_per_class if labels_per_class is not None else round(labeled_fraction * len(members))
         n_lab = min(max(n_lab, 1), len(members))
-        n_val = int(round(val_fraction * n_lab))
+        n_val = round(val_fraction * n_lab)
         if val_fraction > 0 and n_lab >= 2:
             n_val = min(max(n_val, 1), n_lab - 1)
         else:

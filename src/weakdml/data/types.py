@@ -24,7 +24,7 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, indices: torch.Tensor) -> "ImageSet":
+    def subset(self, indices: torch.Tensor) -> ImageSet:
         return ImageSet(self.images[indices], self.labels[indices])
 
 

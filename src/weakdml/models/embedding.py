@@ -32,7 +32,7 @@ class EmbeddingNet(nn.Module):
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "EmbeddingNet":
+    def train(self, mode: bool = True) -> EmbeddingNet:
         super().train(mode)
         if self.freeze_bn:
             for module in self.modules():
