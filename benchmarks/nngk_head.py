@@ -23,16 +23,21 @@ from weakdml.models.embedding import EmbeddingNet
 
 
 def loop_nll(z, head: NNGKHead, centre_index, labels):
-    """The original's structure: a Python loop over the batch, kernels summed per class for each sample."""
-    losses = []
+    """The original code's structure: a Python loop over the batch; per sample, the distances to its K neighbours,
+    the weighted kernels, a (classes × K) class mask to sum them per class, a 1e-10 floor, normalisation, log."""
+    classes = torch.arange(head.num_classes)[:, None]
+    weights = head.log_weights.exp()
+    log_probs = []
     for b in range(z.shape[0]):
         nbr = head.train_neighbours[centre_index[b]]
-        d2 = ((z[b] - head.centres[nbr]) ** 2).sum(1)
-        kernel = torch.exp(head.log_weights[nbr] - d2 / (2 * head.sigma ** 2))
-        per_class = torch.zeros(head.num_classes).index_add(0, head.centre_labels[nbr], kernel)
-        per_class = per_class.clamp(min=1e-10)
-        losses.append(-torch.log(per_class[labels[b]] / per_class.sum()))
-    return torch.stack(losses).mean()
+        kernel = torch.exp(-((z[b] - head.centres[nbr]) ** 2).sum(1) / (2 * head.sigma ** 2)) * weights[nbr]
+        mask = classes == head.centre_labels[nbr][None, :]  # (C, K)
+        per_class = torch.zeros(head.num_classes, len(nbr))
+        per_class[mask] = kernel.expand(head.num_classes, -1)[mask]
+        p = per_class.sum(1)
+        p = torch.where(p == 0, torch.full_like(p, 1e-10), p)
+        log_probs.append(torch.log(p / p.sum()))
+    return F.nll_loss(torch.stack(log_probs), labels)
 
 
 def vector_nll(z, head: NNGKHead, centre_index, labels):

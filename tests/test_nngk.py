@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from weakdml.methods import nngk_head
 from weakdml.methods.nngk_head import ABSENT_CLASS_GAP, NNGKHead, class_log_scores
 
 
@@ -36,7 +37,10 @@ def random_problem(seed, b=6, n=40, d=5, k=12, c=4):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_vectorised_equals_loop_values_and_gradients(seed):
+@pytest.mark.parametrize("whole_bank_product", [True, False])
+def test_vectorised_equals_loop_values_and_gradients(seed, whole_bank_product, monkeypatch):
+    if not whole_bank_product:
+        monkeypatch.setattr(nngk_head, "MATMUL_LIMIT", 0)  # the gathered path for huge banks
     z, centres, labels, w, nbr, sigma, c = random_problem(seed)
     target = torch.randint(0, c, (z.shape[0],), generator=torch.Generator().manual_seed(seed))
     fast = class_log_scores(z, centres, labels, w, nbr, sigma, c)

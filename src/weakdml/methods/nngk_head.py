@@ -20,6 +20,7 @@ from torch import nn
 from weakdml.evaluation.knn import knn_search
 
 ABSENT_CLASS_GAP = math.log(1e10)
+MATMUL_LIMIT = 2**24  # entries of the (batch, bank) product above which neighbours are gathered instead
 
 
 def class_log_scores(
@@ -36,10 +37,15 @@ def class_log_scores(
     Gradients flow into z, the log-weights and sigma; the centres are treated as constants.
     """
     with torch.autocast(device_type=z.device.type, enabled=False):
-        z = z.float()
-        c = centres[neighbours].float()  # (B, K, D)
-        sq_dist = (z.pow(2).sum(1, keepdim=True) + c.pow(2).sum(2)
-                   - 2 * torch.bmm(c, z.unsqueeze(2)).squeeze(2)).clamp(min=0)  # (B, K)
+        z, centres = z.float(), centres.float()
+        if z.shape[0] * len(centres) <= MATMUL_LIMIT:  # one product with the whole bank, then gather: fastest
+            dots = (z @ centres.T).gather(1, neighbours)  # (B, K)
+            centre_sq = centres.pow(2).sum(1)[neighbours]
+        else:  # huge bank: only the neighbours, memory independent of the bank size
+            c = centres[neighbours]  # (B, K, D)
+            dots = torch.bmm(c, z.unsqueeze(2)).squeeze(2)
+            centre_sq = c.pow(2).sum(2)
+        sq_dist = (z.pow(2).sum(1, keepdim=True) + centre_sq - 2 * dots).clamp(min=0)  # (B, K)
         scores = log_weights[neighbours] - sq_dist / (2 * sigma.float() ** 2)  # log kernel values (B, K)
         labels = centre_labels[neighbours]  # (B, K)
         # per-class log-sum-exp: shift each class by its own (constant) maximum, sum, take the log, shift back
