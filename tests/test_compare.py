@@ -138,3 +138,10 @@ def test_compare_end_to_end_skips_finished_and_resumes_interrupted(tmp_path, mon
     # Other settings in the same folder would mix two studies in one table.
     assert main(args + ["--lr", "0.01"]) == 2
     assert "other settings: lr=0.001 (now 0.01)" in capsys.readouterr().err
+
+    # The paper's figures of the comparison: curves of every method, t-SNE and the four spaces of the NNGK run.
+    assert main(["plot", str(out), "--what", "curves,tsne,spaces"]) == 0
+    figures = sorted(p.name for p in (out / "plots").iterdir())
+    assert figures == ["cross-entropy-s0-tsne.png", "curves-digits.png", "nngk-s0-feature-spaces.png",
+                       "nngk-s0-tsne.png"]  # no feature spaces for cross-entropy: it has no kernel head
+    assert all((out / "plots" / name).stat().st_size > 10_000 for name in figures)
