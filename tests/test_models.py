@@ -15,7 +15,7 @@ from weakdml.models.pretrained import load_pretrained
 @pytest.mark.parametrize("backbone, channels, size", [("small-cnn", 1, 16), ("resnet18", 3, 32),
                                                       ("resnet50", 1, 32), ("googlenet", 3, 64)])
 def test_backbones_embed(backbone, channels, size):
-    net = EmbeddingNet(ModelConfig(backbone=backbone, embedding_dim=32), channels, size).eval()
+    net = EmbeddingNet(ModelConfig(backbone=backbone, embedding_dim=32, l2_normalize=True), channels, size).eval()
     out = net(torch.rand(2, channels, size, size))
     assert out.shape == (2, 32) and torch.allclose(out.norm(dim=1), torch.ones(2))
 

@@ -44,11 +44,14 @@ def default_run_dir(cfg: Config) -> Path:
 def build_method(cfg: Config, data: PreparedData, device: torch.device) -> Method:
     if cfg.train.method not in METHODS:
         raise UserError(f"unknown method '{cfg.train.method}'; choose one of {', '.join(METHODS)}")
+    method_class = METHODS[cfg.train.method]
+    if cfg.model.l2_normalize is None:
+        cfg.model.l2_normalize = method_class.l2_normalize_by_default  # saved resolved in config.yaml
     mean, std = channel_stats(data.train.labeled.images)
     model = EmbeddingNet(cfg.model, data.bundle.channels, data.bundle.image_size, mean, std)
     if cfg.model.pretrained:
         log.info(load_pretrained(model.backbone, cfg.model.pretrained))
-    return METHODS[cfg.train.method](model, data.train, cfg).to(device)
+    return method_class(model, data.train, cfg).to(device)
 
 
 def _attach_log_file(run_dir: Path) -> None:

@@ -34,6 +34,8 @@ class Batch:
 class Method(nn.Module):
     """Base class: shuffled batches of the labelled part, weak augmentation, prediction by ``classify``."""
 
+    l2_normalize_by_default = True  # embeddings on the unit sphere unless --(no-)l2-normalize says otherwise
+
     def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
         super().__init__()
         self.model = model

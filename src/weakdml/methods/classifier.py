@@ -14,7 +14,11 @@ from weakdml.models.embedding import EmbeddingNet
 
 
 class CrossEntropy(Method):
-    """Softmax classifier head on the embedding; predicts with it."""
+    """Softmax classifier head on the embedding; predicts with it. The embedding is not L2-normalised by default:
+    on the unit sphere a linear head's logits are bounded and the softmax learns slowly (Fashion-MNIST, 10 % labels,
+    12 epochs: 80.9 % test accuracy with normalisation)."""
+
+    l2_normalize_by_default = False
 
     def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
         super().__init__(model, data, cfg)

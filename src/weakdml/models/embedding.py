@@ -23,7 +23,7 @@ class EmbeddingNet(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)  # p may be raised later (Noisy Student's noise)
         self.projection = nn.Linear(features, cfg.embedding_dim) if cfg.embedding_dim else nn.Identity()
         self.dim = cfg.embedding_dim or features
-        self.l2_normalize = cfg.l2_normalize
+        self.l2_normalize = cfg.l2_normalize is not False  # None (unresolved): the general default, on
         self.freeze_bn = cfg.freeze_bn
         self.register_buffer("mean", (mean if mean is not None else torch.full((in_channels,), 0.5)).view(1, -1, 1, 1))
         self.register_buffer("std", (std if std is not None else torch.full((in_channels,), 0.25)).view(1, -1, 1, 1))
