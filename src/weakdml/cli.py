@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,14 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
             flag = "--" + name.replace("_", "-")
             default = f.default if f.default is not f.default_factory else f.default_factory()  # type: ignore[misc]
             help_text = f"{f.metadata['help']} (default: {default})"
-            if kind is bool:
+            base = {a for a in typing.get_args(kind) if a is not type(None)} or {kind}
+            if base == {bool}:  # --x / --no-x
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-            else:
-                choices = f.metadata.get("choices")
-                group.add_argument(flag, default=None, metavar="{" + ",".join(choices) + "}" if choices else
-                                   name.split("_")[-1].upper(), help=help_text)
+                continue
+            choices = f.metadata.get("choices")
+            metavar = "{" + ",".join(choices) + "}" if choices else {int: "N", float: "X"}.get(
+                next(iter(base)), name.split("_")[-1].upper())
+            group.add_argument(flag, default=None, metavar=metavar, help=help_text)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
