@@ -31,16 +31,19 @@ def class_log_scores(
     neighbours: torch.Tensor,
     sigma: torch.Tensor,
     num_classes: int,
+    centre_sq_norms: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """log p̃_c for embeddings z (B, D) over their neighbour centres ``neighbours`` (B, K) -> (B, C).
 
-    Gradients flow into z, the log-weights and sigma; the centres are treated as constants.
+    Gradients flow into z, the log-weights and sigma; the centres are treated as constants. ``centre_sq_norms``
+    (N,), the centres' squared norms, saves recomputing them on every call.
     """
     with torch.autocast(device_type=z.device.type, enabled=False):
         z, centres = z.float(), centres.float()
         if z.shape[0] * len(centres) <= MATMUL_LIMIT:  # one product with the whole bank, then gather: fastest
             dots = (z @ centres.T).gather(1, neighbours)  # (B, K)
-            centre_sq = centres.pow(2).sum(1)[neighbours]
+            norms = centres.pow(2).sum(1) if centre_sq_norms is None else centre_sq_norms
+            centre_sq = norms[neighbours]
         else:  # huge bank: only the neighbours, memory independent of the bank size
             c = centres[neighbours]  # (B, K, D)
             dots = torch.bmm(c, z.unsqueeze(2)).squeeze(2)
@@ -72,6 +75,7 @@ class NNGKHead(nn.Module):
         else:
             self.register_buffer("log_sigma", log_sigma)
         self.register_buffer("centres", torch.zeros(num_centres, dim))
+        self.register_buffer("centre_sq_norms", torch.zeros(num_centres))
         self.register_buffer("centre_labels", torch.zeros(num_centres, dtype=torch.long))
         self.register_buffer("train_neighbours", torch.zeros(num_centres, self.train_k, dtype=torch.long))
         self.register_buffer("refreshed_at", torch.tensor(-1))
@@ -88,6 +92,7 @@ class NNGKHead(nn.Module):
     def refresh(self, centres: torch.Tensor, labels: torch.Tensor, epoch: int) -> None:
         """Replace the bank by new centre embeddings and recompute each centre's K nearest other centres."""
         self.centres.copy_(centres.float())
+        self.centre_sq_norms.copy_(self.centres.pow(2).sum(1))
         self.centre_labels.copy_(labels)
         _, idx = knn_search(self.centres, self.centres, self.train_k, exclude_self=len(centres) > 1)
         self.train_neighbours.copy_(idx)
@@ -96,13 +101,14 @@ class NNGKHead(nn.Module):
     def train_log_scores(self, z: torch.Tensor, centre_index: torch.Tensor) -> torch.Tensor:
         """Scores of labelled training samples over the neighbours of their own centres (B,) -> (B, C)."""
         return class_log_scores(z, self.centres, self.centre_labels, self.log_weights,
-                                self.train_neighbours[centre_index], self.sigma, self.num_classes)
+                                self.train_neighbours[centre_index], self.sigma, self.num_classes, self.centre_sq_norms)
 
     def query_log_scores(self, z: torch.Tensor, exclude: torch.Tensor | None = None,
                          centres: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of any embeddings over their own K nearest centres (searched without gradient), leaving out the
         centres ``exclude`` (B, m) names for each row, e.g. the images a mixed sample was made of. ``centres``
         replaces the bank's (same images, embedded anew) without changing it."""
+        norms = self.centre_sq_norms if centres is None else None
         centres = self.centres if centres is None else centres
         m = 0 if exclude is None else exclude.shape[1]
         k = min(self.k, len(centres) - m)
@@ -111,4 +117,5 @@ class NNGKHead(nn.Module):
             excluded = (idx[:, :, None] == exclude[:, None, :]).any(2)  # (B, k + m)
             keep_first = torch.sort(excluded.to(torch.uint8), dim=1, stable=True).indices[:, :k]
             idx = idx.gather(1, keep_first)
-        return class_log_scores(z, centres, self.centre_labels, self.log_weights, idx, self.sigma, self.num_classes)
+        return class_log_scores(z, centres, self.centre_labels, self.log_weights, idx, self.sigma, self.num_classes,
+                                norms)
