@@ -95,19 +95,13 @@ def run_study(out: Path, methods: list[str], seeds: list[int], config: str | Pat
 
 
 def read_result(directory: Path, seed: int) -> SeedResult | None:
-    """A finished run's result (None while unfinished). Time is the sum of its epochs' seconds, which, unlike
-    ``train_seconds``, also counts the epochs before a resume; ``train_seconds`` when there is no metrics log."""
+    """A finished run's result (None while unfinished)."""
     final = directory / "final_metrics.json"
     if not final.is_file():
         return None
     metrics = json.loads(final.read_text())
-    log_file = directory / "metrics.jsonl"
-    lines = log_file.read_text().splitlines() if log_file.is_file() else []
-    rows = [json.loads(line) for line in lines if line.strip()]
-    seconds = sum(r["seconds"] for r in rows) if rows and all("seconds" in r for r in rows) else \
-        metrics.get("train_seconds", math.nan)
     return SeedResult(seed, 100 * metrics["test_accuracy"], 100 * metrics.get("test_knn_accuracy", math.nan),
-                      float(seconds))
+                      float(metrics.get("train_seconds", math.nan)))
 
 
 def collect(out: Path, methods: list[str], seeds: list[int]) -> list[MethodRow]:
