@@ -48,9 +48,8 @@ class ModelConfig:
     backbone: str = _opt("small-cnn", "backbone network", ("small-cnn", "resnet18", "resnet50", "googlenet"))
     embedding_dim: int | None = _opt(64, "linear projection to this size (0 or None: the backbone's features)")
     l2_normalize: bool | None = _opt(None, "L2-normalise embeddings (default: on for kernel and metric-learning "
-                                           "methods, off for cross-entropy and mixup, whose linear head needs "
-                                           "unbounded logits; the original NNGK did not: use --no-l2-normalize "
-                                           "with --sigma 10)")
+                                           "methods, off for the softmax heads of cross-entropy and mixup; the "
+                                           "original NNGK did not normalise: use --no-l2-normalize with --sigma 10)")
     pretrained: str | None = _opt(None, "local state dict (.pt/.pth) to initialise the backbone")
     small_stem: bool | None = _opt(None, "ResNet stem of a 3x3 stride-1 conv without max-pool (default: for images of "
                                          "64 px or less; turn off to load ImageNet weights)")

@@ -14,9 +14,9 @@ from weakdml.models.embedding import EmbeddingNet
 
 
 class CrossEntropy(Method):
-    """Softmax classifier head on the embedding; predicts with it. The embedding is not L2-normalised by default:
-    on the unit sphere a linear head's logits are bounded and the softmax learns slowly (Fashion-MNIST, 10 % labels,
-    12 epochs: 80.9 % test accuracy with normalisation)."""
+    """Softmax classifier head on the embedding; predicts with it. As usual for a softmax baseline the embedding is
+    not L2-normalised by default (a linear head on the unit sphere has bounded logits); on Fashion-MNIST with 10 %
+    labels and 12 epochs both gave about the same test accuracy (80.9 % normalised, 80.2 % not; one seed)."""
 
     l2_normalize_by_default = False
 
