@@ -18,8 +18,8 @@ from weakdml.methods.noisy_student import MbDML4, select_pseudo_labels, soft_cro
 def test_select_pseudo_labels_threshold_and_balance():
     probs = torch.tensor([[0.95, 0.05], [0.97, 0.03], [0.99, 0.01], [0.2, 0.8], [0.05, 0.95], [0.6, 0.4]])
     assert select_pseudo_labels(probs, 0.9, balance=False).tolist() == [True, True, True, False, True, False]
-    # class 0 has 3 confident, class 1 has 1: the median cap (2) keeps the two most confident of class 0
-    assert select_pseudo_labels(probs, 0.9, balance=True).tolist() == [False, True, True, False, True, False]
+    # 4 reach the threshold: balanced, each predicted class gets its 2 most confident, whatever their confidence
+    assert select_pseudo_labels(probs, 0.9, balance=True).tolist() == [False, True, True, True, True, False]
     assert not select_pseudo_labels(probs, 1.5, balance=True).any()
 
 

@@ -113,7 +113,8 @@ class NSTConfig:
     nst_epochs: int | None = _opt(None, "epochs of each student (default: --epochs)")
     nst_threshold: float = _opt(0.9, "keep an unlabelled image when the teacher's max probability reaches this")
     nst_soft: bool = _opt(False, "train students on the teacher's probabilities instead of hard labels")
-    nst_balance: bool = _opt(True, "cap each pseudo-labelled class at the median class count (most confident first)")
+    nst_balance: bool = _opt(True, "spread the pseudo-labelled images evenly over the predicted classes, most "
+                                   "confident first (the threshold sets how many)")
     nst_dropout: float = _opt(0.3, "student noise: dropout before the embedding projection")
     nst_augment: str = _opt("strong", "student noise: augmentation", ("none", "weak", "strong"))
     scale_nst: float = _opt(1.0, "weight of the pseudo-labelled loss (the original online variant used 2)")

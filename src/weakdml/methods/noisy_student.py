@@ -2,11 +2,11 @@
 
 Teacher–student (default): stage 0 trains a teacher with the MbDML3 loss on the labelled part. Each later stage
 (``--nst-rounds``) starts from the best-on-validation weights of the stage before, which label the unlabelled part:
-a sample is kept when the teacher's NNGK probability max p ≥ ``--nst-threshold``; optionally classes are balanced
-(each class capped at the median per-class count, most confident first); targets are hard (one-hot) or soft
+the images whose NNGK probability max p ≥ ``--nst-threshold`` are kept, or with ``--nst-balance`` (default) that
+many images spread evenly over the predicted classes, most confident first (Xie et al.'s balancing); targets are hard (one-hot) or soft
 (the teacher's probabilities). The student is then re-initialised and trained with noise — strong augmentation
 (RandAugment + cutout), dropout ``--nst-dropout``, stochastic depth where the backbone has residual blocks — on
-labelled batches (MbDML3 loss) plus pseudo-labelled batches (cross-entropy of the NNGK classifier against the
+labelled batches (MbDML3 loss), each with ``--unlabeled-ratio`` times as many pseudo-labelled images (cross-entropy of the NNGK classifier against the
 targets, weight ``--scale-nst``). The student is the next round's teacher.
 
 Online (``--nst-variant online``, the original code's scheme): one network; from epoch ``--nst-start`` on, each step
@@ -34,19 +34,18 @@ log = logging.getLogger("weakdml")
 
 
 def select_pseudo_labels(probs: torch.Tensor, threshold: float, balance: bool) -> torch.Tensor:
-    """Mask (N,) of samples whose max probability reaches ``threshold``; with ``balance``, each class keeps at most
-    the median of the per-class counts (over classes with any), its most confident samples first."""
+    """Mask (N,) of the images to pseudo-label. Without ``balance``: those whose max probability reaches
+    ``threshold``. With it, as in Noisy Student: the threshold only sets how many (n), and each predicted class gets
+    its n / C most confident images, so that classes the teacher is less sure of are not left out."""
     confidence, predicted = probs.max(1)
     keep = confidence >= threshold
     if not balance or not keep.any():
         return keep
-    counts = torch.bincount(predicted[keep], minlength=probs.shape[1])
-    cap = int(counts[counts > 0].float().quantile(0.5).round().item())
+    per_class = max(1, round(int(keep.sum()) / probs.shape[1]))
     balanced = torch.zeros_like(keep)
-    for c in torch.nonzero(counts).flatten().tolist():
-        members = torch.nonzero(keep & (predicted == c)).flatten()
-        best = members[confidence[members].argsort(descending=True)[:cap]]
-        balanced[best] = True
+    for c in predicted.unique().tolist():
+        members = torch.nonzero(predicted == c).flatten()
+        balanced[members[confidence[members].argsort(descending=True)[:per_class]]] = True
     return balanced
 
 
@@ -114,35 +113,29 @@ class MbDML4(MbDML3):
 
     # -- batches --------------------------------------------------------------------------------------------------
     def batches(self, epoch: int) -> Iterator[Batch]:
-        """Labelled batches, each with an unlabelled batch of ``unlabeled_ratio`` × the size when one is used.
-
-        A student's epoch is a pass over its pseudo-labelled images (labelled batches cycle); otherwise a pass over
-        the labelled part (the online variant draws unlabelled images at random)."""
+        """A pass over the labelled part; with unlabelled images in use, each labelled batch comes with
+        ``unlabeled_ratio`` times as many of them: a student cycles through its pseudo-labelled images, the online
+        variant draws at random. Epochs are thus the same length for teacher and student."""
         bs, ratio = self.cfg.train.batch_size, self.cfg.nst.unlabeled_ratio
         if self.is_student and self.pseudo_mask.any():
             pool = torch.nonzero(self.pseudo_mask.cpu()).flatten()
-            pool = pool[torch.randperm(len(pool), generator=self.generator)]
-            chunks = list(pool.split(bs * ratio))
+            draw = self._cycle(pool, bs * ratio)
         elif self.online and epoch >= self.cfg.nst.nst_start and len(self.data.unlabeled) > 0:
-            chunks = None
+            draw = iter(lambda: torch.randint(0, len(self.data.unlabeled), (bs * ratio,), generator=self.generator),
+                        None)
         else:
             yield from super().batches(epoch)
             return
-        steps = len(chunks) if chunks is not None else -(-len(self.data.labeled) // bs)
-        labelled = self._cycle_labelled(bs)
-        for step in range(steps):
-            batch = next(labelled)
-            if chunks is not None:
-                u_index = chunks[step]
-            else:
-                u_index = torch.randint(0, len(self.data.unlabeled), (bs * ratio,), generator=self.generator)
+        for batch in super().batches(epoch):
+            u_index = next(draw)
             batch.unlabeled_images = self.data.unlabeled.images[u_index].to(self.device)
             batch.unlabeled_index = u_index.to(self.device)
             yield batch
 
-    def _cycle_labelled(self, batch_size: int) -> Iterator[Batch]:
+    def _cycle(self, pool: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+        """Chunks of ``size`` from ``pool``, reshuffled at every pass."""
         while True:
-            yield from self.shuffled_batches(self.data.labeled, batch_size)
+            yield from pool[torch.randperm(len(pool), generator=self.generator)].split(size)
 
     # -- losses ---------------------------------------------------------------------------------------------------
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
