@@ -151,8 +151,12 @@ def test_predictions_use_a_bank_of_the_current_network():
     opt = torch.optim.SGD(m.parameters(), lr=1.0)
     m.training_step(batch)["loss"].backward()
     opt.step()
-    m.predict_all(m.data.labeled.images)
-    assert torch.allclose(m.head.centres, m.embed_all(m.data.labeled.images))
+    bank = m.head.centres.clone()
+    scores = m.predict_all(m.data.labeled.images)
+    current = m.embed_all(m.data.labeled.images)
+    assert not torch.allclose(bank, current)  # the step moved the network away from the bank
+    torch.testing.assert_close(scores, m.head.query_log_scores(current, centres=current))
+    assert torch.equal(m.head.centres, bank)  # the training bank is left as it is
 
 
 # -- training --------------------------------------------------------------------------------------------------------

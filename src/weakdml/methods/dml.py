@@ -27,6 +27,7 @@ from weakdml.config import Config, DMLConfig
 from weakdml.data.samplers import batch_shape, m_per_class_batches
 from weakdml.data.types import TrainData
 from weakdml.methods.base import Batch, Method
+from weakdml.methods.nngk import predict_with_current_centres
 from weakdml.methods.nngk_head import NNGKHead
 from weakdml.models.embedding import EmbeddingNet
 
@@ -62,15 +63,10 @@ class DMLMethod(Method):
         n = cfg.nngk
         self.head = NNGKHead(len(data.labeled), model.dim, data.num_classes, n.neighbours, n.sigma)
         self.head.log_weights.requires_grad_(False)  # a fixed kernel classifier: not trained by the DML loss
-        self.bank_stale = False  # set by training steps: predictions first re-embed the labelled images
-
-    def refresh_bank(self, epoch: int) -> None:
-        labeled = self.data.labeled
-        self.head.refresh(self.embed_all(labeled.images), labeled.labels.to(self.device), epoch)
-        self.bank_stale = False
 
     def on_epoch_start(self, epoch: int) -> None:
-        self.refresh_bank(epoch)
+        labeled = self.data.labeled
+        self.head.refresh(self.embed_all(labeled.images), labeled.labels.to(self.device), epoch)
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         labeled = self.data.labeled
@@ -86,22 +82,14 @@ class DMLMethod(Method):
             return self.loss(z, labels, triplets)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        self.bank_stale = True
         z = self.model(self.view(batch.images))
         with torch.no_grad():
             scores = self.head.query_log_scores(z, exclude=batch.index[:, None])  # not the image's own centre
             accuracy = (scores.argmax(1) == batch.labels).float().mean()
         return {"loss": self.metric_loss(z, batch.labels), "accuracy": accuracy}
 
-    def classify(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.head.query_log_scores(embeddings)
-
-    @torch.no_grad()
     def predict_all(self, images: torch.Tensor) -> torch.Tensor:
-        """Class log-scores (N, C) over a bank of the current model's embeddings (not the epoch start's)."""
-        if self.bank_stale:
-            self.refresh_bank(int(self.head.refreshed_at))
-        return super().predict_all(images)
+        return predict_with_current_centres(self, self.head, images)
 
 
 class Contrastive(DMLMethod):
