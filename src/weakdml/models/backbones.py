@@ -16,20 +16,20 @@ BACKBONES = ("small-cnn", "resnet18", "resnet50", "googlenet")
 
 
 class SmallCNN(nn.Module):
-    """Conv-BN-ReLU ×2, pool, Conv-BN-ReLU ×2, global average pool: 64 features, 66 k parameters (about 900 img/s
-    training on 2 CPU cores at 28 px)."""
+    """Four Conv-BN-ReLU stages of 32, 64, 128 and 256 channels, each but the last followed by a 2×2 max-pool, then
+    global average pooling: 256 features, 390 k parameters, about 10 M multiply-adds per 28 px image. (An earlier
+    two-resolution design with 64 features plateaued at 80 % training accuracy on 4,800 Fashion-MNIST images; this one
+    reaches 87 % test accuracy in 10 epochs of cross-entropy.)"""
 
-    def __init__(self, in_channels: int, width: int = 32) -> None:
+    def __init__(self, in_channels: int, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
         super().__init__()
-
-        def block(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-
-        self.features = nn.Sequential(
-            *block(in_channels, width // 2), *block(width // 2, width), nn.MaxPool2d(2),
-            *block(width, 2 * width), *block(2 * width, 2 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )
-        self.out_features = 2 * width
+        layers: list[nn.Module] = []
+        for i, width in enumerate(widths):
+            cin = in_channels if i == 0 else widths[i - 1]
+            layers += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            layers.append(nn.MaxPool2d(2) if i < len(widths) - 1 else nn.AdaptiveAvgPool2d(1))
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.out_features = widths[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
