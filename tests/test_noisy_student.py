@@ -121,3 +121,19 @@ def test_online_variant_uses_confident_unlabelled_images(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert "train_pseudo_fraction" not in rows[0]  # before --nst-start: labelled only
     assert 0 < rows[2]["train_pseudo_fraction"] <= 1 and rows[2]["train_unlabeled"] > 0
+
+
+def test_student_initialised_from_teacher_keeps_its_weights():
+    cfg = build_config(overrides={"method": "mbdml4", "nst_init": "teacher", "nst_threshold": 0.3})
+    data = prepare_data(cfg)
+    method = run_module.METHODS["mbdml4"](run_module.EmbeddingNet(cfg.model, 1, 16), data.train, cfg)
+    with torch.no_grad():
+        method.head.log_weights.normal_()
+    before = {k: v.clone() for k, v in method.state_dict().items() if not k.startswith("pseudo") and k != "stage"}
+    method.begin_stage(1)
+    after = method.state_dict()
+    assert int(after["stage"]) == 1 and method.pseudo_mask.any()
+    for key, value in before.items():
+        if key != "head.refreshed_at":
+            assert torch.equal(value, after[key]), key
+    assert method.head.refreshed_at.item() == -1  # the bank is rebuilt with the student's first epoch

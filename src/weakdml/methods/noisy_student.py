@@ -4,7 +4,8 @@ Teacher–student (default): stage 0 trains a teacher with the MbDML3 loss on th
 (``--nst-rounds``) starts from the best-on-validation weights of the stage before, which label the unlabelled part:
 the images whose NNGK probability max p ≥ ``--nst-threshold`` are kept, or with ``--nst-balance`` (default) that
 many images spread evenly over the predicted classes, most confident first (Xie et al.'s balancing); targets are hard (one-hot) or soft
-(the teacher's probabilities). The student is then re-initialised and trained with noise — strong augmentation
+(the teacher's probabilities). The student is then re-initialised (or, with ``--nst-init teacher``, keeps the
+teacher's weights) and trained with noise — strong augmentation
 (RandAugment + cutout), dropout ``--nst-dropout``, stochastic depth where the backbone has residual blocks — on
 labelled batches (MbDML3 loss), each with ``--unlabeled-ratio`` times as many pseudo-labelled images (cross-entropy of the NNGK classifier against the
 targets, weight ``--scale-nst``). The student is the next round's teacher.
@@ -81,7 +82,8 @@ class MbDML4(MbDML3):
     # -- teacher -> student ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def begin_stage(self, stage: int) -> None:
-        """Label the unlabelled part with the teacher (these weights), then re-initialise as a noisy student."""
+        """Label the unlabelled part with the teacher (these weights), then become the noisy student: re-initialised
+        unless ``--nst-init teacher``."""
         n = self.cfg.nst
         probs = self.predict_all(self.data.unlabeled.images).softmax(1)
         mask = select_pseudo_labels(probs, n.nst_threshold, n.nst_balance)
@@ -95,10 +97,11 @@ class MbDML4(MbDML3):
         else:
             log.warning(f"noisy student round {stage}: no unlabelled image reached max p ≥ {n.nst_threshold}; the "
                         f"student trains on the labelled part only (lower --nst-threshold to use unlabelled data)")
-        for module in self.model.modules():
-            if hasattr(module, "reset_parameters") and module is not self.model:
-                module.reset_parameters()
-        self.head.log_weights.zero_()
+        if n.nst_init == "scratch":
+            for module in self.model.modules():
+                if hasattr(module, "reset_parameters") and module is not self.model:
+                    module.reset_parameters()
+            self.head.log_weights.zero_()
         self.head.refreshed_at.fill_(-1)  # the student's bank is built at its first epoch
         self.stage.fill_(stage)
 
