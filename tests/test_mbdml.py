@@ -14,7 +14,7 @@ from weakdml.methods.mixing import mix, sample_lambda
 
 
 def tiny(method: str, **overrides):
-    m, g = tiny_method(method, 12, 3, neighbours=5, sigma=0.7, **overrides)
+    m, g = tiny_method(method, 12, 3, **{"neighbours": 5, "sigma": 0.7, **overrides})
     m.on_epoch_start(0)
     labeled = m.data.labeled
     if hasattr(m, "head"):
@@ -28,13 +28,13 @@ def reference_nll(head, z, neighbours, labels):
     return F.cross_entropy(scores, labels)
 
 
-def bank_neighbours(head, z, exclude):
-    """The K nearest centres of each row by brute force, without the excluded ones."""
+def bank_neighbours(head, z, exclude, k=None):
+    """The K (or ``k``) nearest centres of each row by brute force, without the excluded ones."""
     rows = []
     for b in range(len(z)):
         order = [j for j in torch.cdist(z[b:b + 1].detach(), head.centres)[0].argsort().tolist()
                  if j not in exclude[b]]
-        rows.append(order[:head.k])
+        rows.append(order[:k or head.k])
     return torch.tensor(rows)
 
 
@@ -90,7 +90,7 @@ def test_mbdml1_equals_reference():
     check_grads(m, out, ref)
 
 
-@pytest.mark.parametrize("neighbours", ["bank", "original"])
+@pytest.mark.parametrize("neighbours", ["all", "bank", "original"])
 def test_mbdml2_and_3_equal_reference(neighbours):
     for method in ("mbdml2", "mbdml3"):
         m, batch = tiny(method, beta=0.5, scale_mixup=3.0, mixed_neighbours=neighbours)
@@ -100,8 +100,9 @@ def test_mbdml2_and_3_equal_reference(neighbours):
         z_mix = m.model(lam * x + (1 - lam) * x[perm])
         if neighbours == "original":
             nbr = m.head.train_neighbours[batch.index]
-        else:
-            nbr = bank_neighbours(m.head, z_mix, torch.stack([batch.index, batch.index[perm]], 1).tolist())
+        else:  # "all": every centre but the two the mixed image was made of (rows stay N - 2 long)
+            k = 10 if neighbours == "all" else None
+            nbr = bank_neighbours(m.head, z_mix, torch.stack([batch.index, batch.index[perm]], 1).tolist(), k)
         mixed = lam * reference_nll(m.head, z_mix, nbr, batch.labels) + \
             (1 - lam) * reference_nll(m.head, z_mix, nbr, batch.labels[perm])
         ref = 3.0 * mixed
@@ -112,11 +113,12 @@ def test_mbdml2_and_3_equal_reference(neighbours):
         check_grads(m, out, ref)
 
 
-@pytest.mark.parametrize("neighbours", ["bank", "original"])
+@pytest.mark.parametrize("neighbours", ["bank", "original", "all"])
 def test_without_mixing_mbdml2_and_3_reduce_to_nngk(neighbours):
     """λ = 1: the mixed sample is the clean one; with a fresh bank its bank neighbours (own centre left out) are
-    the NNGK training neighbours, so MbDML2 = s·NNGK and MbDML3 = (β + s)·NNGK."""
+    the NNGK training neighbours (for "all" with K = N - 1: every other centre), so MbDML2 = s·NNGK and MbDML3 = (β + s)·NNGK."""
     for method, factor in (("mbdml2", 3.0), ("mbdml3", 3.5)):
-        m, batch = tiny(method, alpha=0, beta=0.5, scale_mixup=3.0, mixed_neighbours=neighbours)
+        k = {"all": 11}.get(neighbours, 5)  # "all" is the K = N - 1 special case
+        m, batch = tiny(method, alpha=0, beta=0.5, scale_mixup=3.0, mixed_neighbours=neighbours, neighbours=k)
         nngk, _ = m.nngk_loss(m.model(batch.images.float() / 255), batch)
         torch.testing.assert_close(m.training_step(batch)["loss"], factor * nngk)

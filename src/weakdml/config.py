@@ -100,8 +100,9 @@ class MixupConfig:
     beta: float = _opt(1.0, "weight of the clean NNGK term (MbDML1, MbDML3, MbDML4)")
     scale_mixup: float | None = _opt(None, "weight of the mixup term (default per method: mbdml1-3 2, mbdml4 1, as "
                                            "in the original README's commands; its argparse default was 0.0001)")
-    mixed_neighbours: str = _opt("bank", "MbDML2/3: neighbours of a mixed sample: searched in the bank, or the "
-                                         "un-permuted sample's own list as in the original code", ("bank", "original"))
+    mixed_neighbours: str = _opt("all", "MbDML2-4: a mixed sample is scored against every centre, its K nearest "
+                                        "centres, or the un-permuted sample's neighbour list (the original code)",
+                                 ("all", "bank", "original"))
 
 
 @dataclass

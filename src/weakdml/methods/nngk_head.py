@@ -104,14 +104,14 @@ class NNGKHead(nn.Module):
                                 self.train_neighbours[centre_index], self.sigma, self.num_classes, self.centre_sq_norms)
 
     def query_log_scores(self, z: torch.Tensor, exclude: torch.Tensor | None = None,
-                         centres: torch.Tensor | None = None) -> torch.Tensor:
+                         centres: torch.Tensor | None = None, k: int | None = None) -> torch.Tensor:
         """Scores of any embeddings over their own K nearest centres (searched without gradient), leaving out the
         centres ``exclude`` (B, m) names for each row, e.g. the images a mixed sample was made of. ``centres``
-        replaces the bank's (same images, embedded anew) without changing it."""
+        replaces the bank's (same images, embedded anew) without changing it; ``k`` replaces the head's K."""
         norms = self.centre_sq_norms if centres is None else None
         centres = self.centres if centres is None else centres
         m = 0 if exclude is None else exclude.shape[1]
-        k = min(self.k, len(centres) - m)
+        k = min(self.k if k is None else k, len(centres) - m)
         _, idx = knn_search(z.detach().float(), centres, k + m)
         if exclude is not None:
             excluded = (idx[:, :, None] == exclude[:, None, :]).any(2)  # (B, k + m)
