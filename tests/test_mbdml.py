@@ -28,13 +28,13 @@ def reference_nll(head, z, neighbours, labels):
     return F.cross_entropy(scores, labels)
 
 
-def bank_neighbours(head, z, exclude, k=None):
-    """The K (or ``k``) nearest centres of each row by brute force, without the excluded ones."""
+def bank_neighbours(head, z, exclude):
+    """The K nearest centres of each row by brute force, without the excluded ones."""
     rows = []
     for b in range(len(z)):
         order = [j for j in torch.cdist(z[b:b + 1].detach(), head.centres)[0].argsort().tolist()
                  if j not in exclude[b]]
-        rows.append(order[:k or head.k])
+        rows.append(order[:head.k])
     return torch.tensor(rows)
 
 
@@ -100,9 +100,11 @@ def test_mbdml2_and_3_equal_reference(neighbours):
         z_mix = m.model(lam * x + (1 - lam) * x[perm])
         if neighbours == "original":
             nbr = m.head.train_neighbours[batch.index]
-        else:  # "all": every centre but the two the mixed image was made of (rows stay N - 2 long)
-            k = 10 if neighbours == "all" else None
-            nbr = bank_neighbours(m.head, z_mix, torch.stack([batch.index, batch.index[perm]], 1).tolist(), k)
+        elif neighbours == "all":  # every centre but the one or two the mixed image was made of
+            nbr = [torch.tensor([j for j in range(12) if j not in (i, p)]) for i, p in
+                   zip(batch.index.tolist(), batch.index[perm].tolist())]
+        else:
+            nbr = bank_neighbours(m.head, z_mix, torch.stack([batch.index, batch.index[perm]], 1).tolist())
         mixed = lam * reference_nll(m.head, z_mix, nbr, batch.labels) + \
             (1 - lam) * reference_nll(m.head, z_mix, nbr, batch.labels[perm])
         ref = 3.0 * mixed

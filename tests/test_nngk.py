@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from weakdml.methods import nngk_head
-from weakdml.methods.nngk_head import ABSENT_CLASS_GAP, NNGKHead, class_log_scores
+from weakdml.methods.nngk_head import ABSENT_CLASS_GAP, NNGKHead, all_centres_log_scores, class_log_scores
 
 
 def loop_class_log_scores(z, centres, labels, log_weights, neighbours, sigma, num_classes):
@@ -45,6 +45,24 @@ def test_vectorised_equals_loop_values_and_gradients(seed, whole_bank_product, m
     target = torch.randint(0, c, (z.shape[0],), generator=torch.Generator().manual_seed(seed))
     fast = class_log_scores(z, centres, labels, w, nbr, sigma, c)
     slow = loop_class_log_scores(z, centres, labels, w, nbr, sigma, c)
+    torch.testing.assert_close(fast.double(), slow, rtol=1e-5, atol=1e-5)
+    grads_fast = torch.autograd.grad(torch.nn.functional.cross_entropy(fast, target), (z, w, sigma))
+    grads_slow = torch.autograd.grad(torch.nn.functional.cross_entropy(slow, target), (z, w, sigma))
+    for gf, gs in zip(grads_fast, grads_slow):
+        torch.testing.assert_close(gf.double(), gs.double(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_all_centres_scores_equal_loop_values_and_gradients(seed):
+    """The dense every-centre path against the loop over every centre but the excluded ones; row 0 names the same
+    centre twice, and class 4 has no centre at all (it gets the floor)."""
+    z, centres, labels, w, _, sigma, c = random_problem(seed)
+    c += 1
+    exclude = torch.tensor([[3, 3], [0, 7], [5, 9], [1, 2], [8, 6], [4, 39]])
+    kept = [torch.tensor([j for j in range(len(centres)) if j not in row]) for row in exclude.tolist()]
+    target = torch.randint(0, c - 1, (z.shape[0],), generator=torch.Generator().manual_seed(seed))
+    fast = all_centres_log_scores(z, centres, labels, w, sigma, c, exclude)
+    slow = loop_class_log_scores(z, centres, labels, w, kept, sigma, c)
     torch.testing.assert_close(fast.double(), slow, rtol=1e-5, atol=1e-5)
     grads_fast = torch.autograd.grad(torch.nn.functional.cross_entropy(fast, target), (z, w, sigma))
     grads_slow = torch.autograd.grad(torch.nn.functional.cross_entropy(slow, target), (z, w, sigma))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from weakdml.evaluation.knn import knn_search
@@ -55,9 +56,42 @@ def class_log_scores(
         shift = torch.full((z.shape[0], num_classes), -math.inf, device=z.device)
         shift = shift.scatter_reduce(1, labels, scores.detach(), reduce="amax")  # (B, C), -inf for absent classes
         sums = torch.zeros_like(shift).scatter_add(1, labels, torch.exp(scores - shift.gather(1, labels)))
-        log_scores = torch.log(sums) + shift  # -inf where a class has no neighbour
-        floor = log_scores.detach().max(dim=1, keepdim=True).values - ABSENT_CLASS_GAP
-        return torch.maximum(log_scores, floor)
+        return floored(torch.log(sums) + shift)  # -inf where a class has no neighbour
+
+
+def all_centres_log_scores(
+    z: torch.Tensor,
+    centres: torch.Tensor,
+    centre_labels: torch.Tensor,
+    log_weights: torch.Tensor,
+    sigma: torch.Tensor,
+    num_classes: int,
+    exclude: torch.Tensor | None = None,
+    centre_sq_norms: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """log p̃_c for embeddings z (B, D) over every centre but those ``exclude`` (B, m) names per row -> (B, C).
+
+    Dense: one product with the bank, the excluded kernels set to zero, and the per-class sums as one product with the
+    labels' one-hot matrix. A single shift per row (its largest log-kernel) is exact for every class above the floor,
+    which lies ``ABSENT_CLASS_GAP`` below the best class, far above float32 underflow.
+    """
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        z, centres = z.float(), centres.float()
+        norms = centres.pow(2).sum(1) if centre_sq_norms is None else centre_sq_norms
+        sq_dist = (z.pow(2).sum(1, keepdim=True) + norms - 2 * z @ centres.T).clamp(min=0)  # (B, N)
+        scores = log_weights - sq_dist / (2 * sigma.float() ** 2)
+        if exclude is not None:
+            scores = scores.scatter(1, exclude, -math.inf)
+        shift = scores.detach().max(dim=1, keepdim=True).values
+        one_hot = F.one_hot(centre_labels, num_classes).to(scores.dtype)  # (N, C)
+        sums = (torch.exp(scores - shift) @ one_hot).clamp(min=torch.finfo(scores.dtype).tiny)
+        return floored(torch.log(sums) + shift)
+
+
+def floored(log_scores: torch.Tensor) -> torch.Tensor:
+    """Raise each class's log-score to at least the best class's minus ``ABSENT_CLASS_GAP`` (no gradient there)."""
+    floor = log_scores.detach().max(dim=1, keepdim=True).values - ABSENT_CLASS_GAP
+    return torch.maximum(log_scores, floor)
 
 
 class NNGKHead(nn.Module):
@@ -107,11 +141,15 @@ class NNGKHead(nn.Module):
                          centres: torch.Tensor | None = None, k: int | None = None) -> torch.Tensor:
         """Scores of any embeddings over their own K nearest centres (searched without gradient), leaving out the
         centres ``exclude`` (B, m) names for each row, e.g. the images a mixed sample was made of. ``centres``
-        replaces the bank's (same images, embedded anew) without changing it; ``k`` replaces the head's K."""
+        replaces the bank's (same images, embedded anew) without changing it; ``k`` replaces the head's K (when it
+        covers the bank, every centre but the excluded ones is used)."""
         norms = self.centre_sq_norms if centres is None else None
         centres = self.centres if centres is None else centres
         m = 0 if exclude is None else exclude.shape[1]
         k = min(self.k if k is None else k, len(centres) - m)
+        if k + m >= len(centres):  # every centre: no search, one dense product
+            return all_centres_log_scores(z, centres, self.centre_labels, self.log_weights, self.sigma,
+                                          self.num_classes, exclude, norms)
         _, idx = knn_search(z.detach().float(), centres, k + m)
         if exclude is not None:
             excluded = (idx[:, :, None] == exclude[:, None, :]).any(2)  # (B, k + m)
