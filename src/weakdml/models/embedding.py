@@ -1,7 +1,9 @@
 """The embedding network: normalisation of the input, backbone, optional dropout and linear projection, optional L2.
 
 Inputs are float images in [0, 1]; per-channel mean and std of the training data are buffers of the model, so a saved
-model embeds new images without knowing the data set.
+model embeds new images without knowing the data set. The backbone runs in channels-last memory format: on CPU its
+max-pooling is otherwise several times slower on mixed (Mixup) images than on clean ones, which made a Mixup step cost
+1.4x a cross-entropy step; in channels-last both cost the same (and it is the format tensor cores prefer).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class EmbeddingNet(nn.Module):
         super().__init__()
         self.backbone, features = build_backbone(cfg.backbone, in_channels, image_size, cfg.stochastic_depth,
                                                  cfg.small_stem)
+        self.backbone.to(memory_format=torch.channels_last)
         self.dropout = nn.Dropout(cfg.dropout)  # p may be raised later (Noisy Student's noise)
         self.projection = nn.Linear(features, cfg.embedding_dim) if cfg.embedding_dim else nn.Identity()
         self.dim = cfg.embedding_dim or features
@@ -42,7 +45,7 @@ class EmbeddingNet(nn.Module):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features (B, F), before projection."""
-        return self.backbone((images - self.mean) / self.std)
+        return self.backbone(((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         emb = self.projection(self.dropout(self.features(images)))
