@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from weakdml.plots.runs import RunInfo
 from weakdml.plots.style import colours, plt, save
@@ -32,6 +33,7 @@ def plot_curves(runs: list[RunInfo], path: Path) -> Path:
     splits = [k for k in SPLITS if any(k in row for run in runs for row in run.rows)]
     fig, axes = plt.subplots(1, len(splits), figsize=(4.8 * len(splits), 4.2), sharey=True, squeeze=False)
     palette = colours(len(methods))
+    plotted: list[float] = []
     for ax, key in zip(axes[0], splits):
         for colour, method in zip(palette, methods):
             table = accuracy_table(groups[method], key)
@@ -40,14 +42,18 @@ def plot_curves(runs: list[RunInfo], path: Path) -> Path:
                 continue
             epochs = np.arange(1, table.shape[1] + 1)[seen]
             mean, std = np.nanmean(table[:, seen], 0), np.nanstd(table[:, seen], 0)
+            plotted += mean.tolist()
             n = len(groups[method])
             ax.plot(epochs, mean, color=colour, lw=1.8, label=method + (f" ({n} seeds)" if n > 1 else ""))
             if n > 1:
                 ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2, lw=0)
         ax.set_title(SPLITS[key])
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("accuracy (%)")
+    if plotted:  # the first epochs of slow starters would squeeze the rest into a thin band
+        axes[0, 0].set_ylim(max(0.0, float(np.percentile(plotted, 5)) - 3), min(100.0, max(plotted) + 2))
     datasets = ", ".join(dict.fromkeys(run.dataset for run in runs))
     fig.suptitle(f"Accuracy per epoch on {datasets}")
     fig.tight_layout()
