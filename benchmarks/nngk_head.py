@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from weakdml.config import Config, ModelConfig
+from weakdml.config import ModelConfig
 from weakdml.methods.nngk_head import NNGKHead
 from weakdml.models.embedding import EmbeddingNet
 
@@ -106,10 +106,12 @@ def main() -> None:
     step = whole_step_overhead(128, args.repeats)
     result = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "head": heads, "whole_step": step}
-    lines = ["| batch | K | dim | centres | classes | loop ms | vectorised ms | speed-up |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| batch | K | dim | centres | classes | loop ms | vectorised ms | speed-up |",
+             "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {h['batch']} | {h['K']} | {h['dim']} | {h['centres']} | {h['classes']} | {h['loop_ms']:.2f} | "
               f"{h['vectorised_ms']:.2f} | {h['speedup']:.1f}× |" for h in heads]
-    lines += ["", "| whole step (small-cnn, 28 px, batch 128) | cross-entropy ms | NNGK ms | overhead |", "|---|---|---|---|",
+    lines += ["", "| whole step (small-cnn, 28 px, batch 128) | cross-entropy ms | NNGK ms | overhead |",
+              "|---|---|---|---|",
               f"| | {step['cross_entropy_ms']:.1f} | {step['nngk_ms']:.1f} | {step['overhead']:.2f}× |"]
     table = "\n".join(lines)
     print(table)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Fashion-MNIST study of docs/results.md: 10 % labels, small-cnn, the same budget for every method (10 epochs,
-# Adam 1e-3 with cosine decay; MbDML4 adds one noisy student round, started from the teacher, of 10 epochs with 3 unlabelled
-# images per labelled one). It runs exactly what
+# Adam 1e-3 with cosine decay; MbDML4 adds one noisy student round, started from the teacher, of 10 epochs with 3
+# unlabelled images per labelled one). It runs exactly what
 #   weakdml compare --methods "$METHODS" --seeds 0-2 --out "$OUT" $FLAGS
 # runs, but as several workers at once (each single-threaded, which uses 2 CPU cores better than one process):
 #   scripts/fashion_mnist_study.sh OUT [WORKERS]      (METHODS=a,b,... in the environment runs a subset)
@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 OUT=${1:?usage: $0 OUT [WORKERS]}
 WORKERS=${2:-2}
 METHODS=${METHODS:-"cross-entropy,mixup,contrastive,proxy-anchor,triplet,nngk,mbdml1,mbdml2,mbdml3,mbdml4"}
-FLAGS="--dataset fashion-mnist --epochs 10 --lr 0.001 --nst-epochs 10 --unlabeled-ratio 3 --nst-init teacher --progress off"
+FLAGS="--dataset fashion-mnist --epochs 10 --lr 0.001 --nst-epochs 10 --unlabeled-ratio 3 --nst-init teacher"
+FLAGS="$FLAGS --progress off"
 mkdir -p "$OUT/runs"
 
 worker() {

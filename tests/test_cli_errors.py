@@ -1,4 +1,5 @@
-"""Bad input: one clear line (the last on stderr, after any training log), exit status 2, no traceback, and a finished or checkpointed run is kept."""
+"""Bad input: one clear line (the last on stderr, after any training log), exit status 2, no traceback, and a
+finished or checkpointed run is kept."""
 
 import json
 

@@ -118,7 +118,8 @@ def test_mbdml2_and_3_equal_reference(neighbours):
 @pytest.mark.parametrize("neighbours", ["bank", "original", "all"])
 def test_without_mixing_mbdml2_and_3_reduce_to_nngk(neighbours):
     """λ = 1: the mixed sample is the clean one; with a fresh bank its bank neighbours (own centre left out) are
-    the NNGK training neighbours (for "all" with K = N - 1: every other centre), so MbDML2 = s·NNGK and MbDML3 = (β + s)·NNGK."""
+    the NNGK training neighbours (for "all" with K = N - 1: every other centre), so MbDML2 = s·NNGK and
+    MbDML3 = (β + s)·NNGK."""
     for method, factor in (("mbdml2", 3.0), ("mbdml3", 3.5)):
         k = {"all": 11}.get(neighbours, 5)  # "all" is the K = N - 1 special case
         m, batch = tiny(method, alpha=0, beta=0.5, scale_mixup=3.0, mixed_neighbours=neighbours, neighbours=k)

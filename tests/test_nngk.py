@@ -36,6 +36,15 @@ def random_problem(seed, b=6, n=40, d=5, k=12, c=4):
     return z, centres, labels, log_weights, neighbours, sigma, c
 
 
+def assert_same_scores_and_gradients(fast, slow, target, inputs):
+    """Scores equal, and so are the cross-entropy gradients with respect to ``inputs``."""
+    torch.testing.assert_close(fast.double(), slow, rtol=1e-5, atol=1e-5)
+    grads_fast = torch.autograd.grad(torch.nn.functional.cross_entropy(fast, target), inputs)
+    grads_slow = torch.autograd.grad(torch.nn.functional.cross_entropy(slow, target), inputs)
+    for gf, gs in zip(grads_fast, grads_slow):
+        torch.testing.assert_close(gf.double(), gs.double(), rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("whole_bank_product", [True, False])
 def test_vectorised_equals_loop_values_and_gradients(seed, whole_bank_product, monkeypatch):
@@ -45,11 +54,7 @@ def test_vectorised_equals_loop_values_and_gradients(seed, whole_bank_product, m
     target = torch.randint(0, c, (z.shape[0],), generator=torch.Generator().manual_seed(seed))
     fast = class_log_scores(z, centres, labels, w, nbr, sigma, c)
     slow = loop_class_log_scores(z, centres, labels, w, nbr, sigma, c)
-    torch.testing.assert_close(fast.double(), slow, rtol=1e-5, atol=1e-5)
-    grads_fast = torch.autograd.grad(torch.nn.functional.cross_entropy(fast, target), (z, w, sigma))
-    grads_slow = torch.autograd.grad(torch.nn.functional.cross_entropy(slow, target), (z, w, sigma))
-    for gf, gs in zip(grads_fast, grads_slow):
-        torch.testing.assert_close(gf.double(), gs.double(), rtol=1e-4, atol=1e-6)
+    assert_same_scores_and_gradients(fast, slow, target, (z, w, sigma))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -63,11 +68,7 @@ def test_all_centres_scores_equal_loop_values_and_gradients(seed):
     target = torch.randint(0, c - 1, (z.shape[0],), generator=torch.Generator().manual_seed(seed))
     fast = all_centres_log_scores(z, centres, labels, w, sigma, c, exclude)
     slow = loop_class_log_scores(z, centres, labels, w, kept, sigma, c)
-    torch.testing.assert_close(fast.double(), slow, rtol=1e-5, atol=1e-5)
-    grads_fast = torch.autograd.grad(torch.nn.functional.cross_entropy(fast, target), (z, w, sigma))
-    grads_slow = torch.autograd.grad(torch.nn.functional.cross_entropy(slow, target), (z, w, sigma))
-    for gf, gs in zip(grads_fast, grads_slow):
-        torch.testing.assert_close(gf.double(), gs.double(), rtol=1e-4, atol=1e-6)
+    assert_same_scores_and_gradients(fast, slow, target, (z, w, sigma))
 
 
 def test_far_embeddings_do_not_underflow():

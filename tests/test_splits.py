@@ -9,8 +9,8 @@ from weakdml.errors import UserError
 
 
 def pool(n_per_class=(50, 30, 100, 7)):
-    return torch.cat([torch.full((n,), c) for c, n in enumerate(n_per_class)])[torch.randperm(sum(n_per_class),
-                                                                                               generator=torch.Generator().manual_seed(1))]
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(n_per_class)])
+    return labels[torch.randperm(sum(n_per_class), generator=torch.Generator().manual_seed(1))]
 
 
 def test_same_seed_same_split_and_different_seed_differs():

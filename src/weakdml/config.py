@@ -116,8 +116,8 @@ class NSTConfig:
     nst_soft: bool = _opt(False, "train students on the teacher's probabilities instead of hard labels")
     nst_balance: bool = _opt(True, "spread the pseudo-labelled images evenly over the predicted classes, most "
                                    "confident first (the threshold sets how many)")
-    nst_init: str = _opt("scratch", "each student starts re-initialised (Xie et al.) or from its teacher's weights (far "
-                         "fewer student epochs needed)", ("scratch", "teacher"))
+    nst_init: str = _opt("scratch", "each student starts re-initialised (Xie et al.) or from its teacher's weights "
+                                    "(far fewer student epochs needed)", ("scratch", "teacher"))
     nst_dropout: float = _opt(0.3, "student noise: dropout before the embedding projection")
     nst_augment: str = _opt("strong", "student noise: augmentation", ("none", "weak", "strong"))
     scale_nst: float = _opt(1.0, "weight of the pseudo-labelled loss (the original online variant used 2)")

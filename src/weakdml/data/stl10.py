@@ -41,7 +41,8 @@ def _folder(cfg: DataConfig) -> Path:
 
 
 def _how_to_get(cfg: DataConfig) -> str:
-    return f"pass --download, or extract stl10_binary.tar.gz from https://cs.stanford.edu/~acoates/stl10/ into {data_root(cfg)}"
+    return (f"pass --download, or extract stl10_binary.tar.gz from https://cs.stanford.edu/~acoates/stl10/ "
+            f"into {data_root(cfg)}")
 
 
 def _image_set(dataset: Any) -> ImageSet:

@@ -3,7 +3,8 @@
 Per epoch: ``on_epoch_start``, the method's batches through ``training_step`` (AMP on CUDA), optimiser and schedule
 steps, then accuracy on the validation and test parts (test is recorded for the curves, never used to choose), a
 metrics row, and checkpoints: ``last.pt`` every epoch and ``best.pt`` at the best validation accuracy (a tie goes to
-the later epoch: small validation sets saturate early, and later epochs are more converged). A non-finite loss stops training and keeps the last good checkpoint.
+the later epoch: small validation sets saturate early, and later epochs are more converged). A non-finite loss stops
+training and keeps the last good checkpoint.
 """
 
 from __future__ import annotations

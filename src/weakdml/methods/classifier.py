@@ -43,4 +43,5 @@ class Mixup(CrossEntropy):
         logits = self.classifier(self.model(mix(self.view(batch.images), lam, perm)))
         loss = mixed_loss(lambda y: F.cross_entropy(logits, y), batch.labels, lam, perm)
         hits = (logits.argmax(1)[:, None] == torch.stack([batch.labels, batch.labels[perm]], 1)).float()
-        return {"loss": loss, "accuracy": (lam * hits[:, 0] + (1 - lam) * hits[:, 1]).mean(), "lambda": torch.tensor(lam)}
+        accuracy = (lam * hits[:, 0] + (1 - lam) * hits[:, 1]).mean()
+        return {"loss": loss, "accuracy": accuracy, "lambda": torch.tensor(lam)}

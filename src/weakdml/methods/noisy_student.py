@@ -3,11 +3,11 @@
 Teacher–student (default): stage 0 trains a teacher with the MbDML3 loss on the labelled part. Each later stage
 (``--nst-rounds``) starts from the best-on-validation weights of the stage before, which label the unlabelled part:
 the images whose NNGK probability max p ≥ ``--nst-threshold`` are kept, or with ``--nst-balance`` (default) that
-many images spread evenly over the predicted classes, most confident first (Xie et al.'s balancing); targets are hard (one-hot) or soft
-(the teacher's probabilities). The student is then re-initialised (or, with ``--nst-init teacher``, keeps the
-teacher's weights) and trained with noise — strong augmentation
-(RandAugment + cutout), dropout ``--nst-dropout``, stochastic depth where the backbone has residual blocks — on
-labelled batches (MbDML3 loss), each with ``--unlabeled-ratio`` times as many pseudo-labelled images (cross-entropy of the NNGK classifier against the
+many images spread evenly over the predicted classes, most confident first (Xie et al.'s balancing); targets are hard
+(one-hot) or soft (the teacher's probabilities). The student is then re-initialised (or, with ``--nst-init teacher``,
+keeps the teacher's weights) and trained with noise — strong augmentation (RandAugment + cutout), dropout
+``--nst-dropout``, stochastic depth where the backbone has residual blocks — on labelled batches (MbDML3 loss), each
+with ``--unlabeled-ratio`` times as many pseudo-labelled images (cross-entropy of the NNGK classifier against the
 targets, weight ``--scale-nst``). The student is the next round's teacher.
 
 Online (``--nst-variant online``, the original code's scheme): one network; from epoch ``--nst-start`` on, each step

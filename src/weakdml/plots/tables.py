@@ -17,8 +17,8 @@ from scipy.stats import ttest_ind
 
 ALPHA = 0.05
 FOOTNOTE = ("Test accuracy of the best-on-validation model, mean ± sample standard deviation (ddof=1) over seeds, "
-            "in %. Bold: best mean. †: not significantly different from the best (Welch's t-test, p ≥ 0.05; tested only "
-            "when both methods have at least 2 seeds). Time: training epochs per run, mean over seeds.")
+            "in %. Bold: best mean. †: not significantly different from the best (Welch's t-test, p ≥ 0.05; tested "
+            "only when both methods have at least 2 seeds). Time: training epochs per run, mean over seeds.")
 
 
 @dataclass(frozen=True)
