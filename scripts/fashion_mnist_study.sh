@@ -4,7 +4,8 @@
 # unlabelled images per labelled one). It runs exactly what
 #   weakdml compare --methods "$METHODS" --seeds 0-2 --out "$OUT" $FLAGS
 # runs, but as several workers at once (each single-threaded, which uses 2 CPU cores better than one process):
-#   scripts/fashion_mnist_study.sh OUT [WORKERS]      (METHODS=a,b,... in the environment runs a subset)
+#   scripts/fashion_mnist_study.sh OUT [WORKERS]
+# The environment may change the protocol: METHODS=a,b,... (a subset), SEEDS="0 1 2", EPOCHS=10, NST_EPOCHS=10.
 # Each worker walks seeds then methods, skips finished runs, resumes interrupted ones, and takes a run only by
 # creating its lock directory, so workers never share a run. Afterwards:
 #   weakdml compare --table-only --out OUT --methods "$METHODS" --seeds 0-2 && weakdml plot OUT --what curves
@@ -13,13 +14,15 @@ cd "$(dirname "$0")/.."
 OUT=${1:?usage: $0 OUT [WORKERS]}
 WORKERS=${2:-2}
 METHODS=${METHODS:-"cross-entropy,mixup,contrastive,proxy-anchor,triplet,nngk,mbdml1,mbdml2,mbdml3,mbdml4"}
-FLAGS="--dataset fashion-mnist --epochs 10 --lr 0.001 --nst-epochs 10 --unlabeled-ratio 3 --nst-init teacher"
+SEEDS=${SEEDS:-"0 1 2"}
+FLAGS="--dataset fashion-mnist --epochs ${EPOCHS:-10} --lr 0.001 --nst-epochs ${NST_EPOCHS:-10} --unlabeled-ratio 3"
+FLAGS="$FLAGS --nst-init teacher"
 FLAGS="$FLAGS --progress off"
 mkdir -p "$OUT/runs"
 
 worker() {
   local order=$1
-  for seed in 0 1 2; do
+  for seed in $SEEDS; do
     for method in $order; do
       local run=$OUT/runs/$method-s$seed
       [ -f "$run/final_metrics.json" ] && continue

