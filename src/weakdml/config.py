@@ -87,8 +87,8 @@ class TrainConfig:
 
 @dataclass
 class NNGKConfig:
-    sigma: float = _opt(0.1, "Gaussian kernel width (original: 10 on unnormalised 2048-d features; 0.1 suits "
-                              "L2-normalised embeddings: best validation accuracy of 0.07-0.5 on Fashion-MNIST)")
+    sigma: float = _opt(0.3, "Gaussian kernel width (original: 10 on unnormalised 2048-d features; 0.3 suits "
+                              "L2-normalised embeddings)")
     learnable_sigma: bool = _opt(False, "learn sigma (as log sigma) with the network")
     neighbours: int = _opt(200, "K nearest centres used by the kernel classifier")
     update_interval: int = _opt(1, "refresh the support bank every this many epochs (original: 5)")
