@@ -78,6 +78,14 @@ def test_resume_of_a_directory_that_is_not_a_run(capsys, tmp_path):
     assert "not a weakdml run" in run_error(capsys, ["evaluate", str(tmp_path)])
 
 
+def test_resume_of_a_teacher_student_run_keeps_its_epochs(capsys, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--method", "mbdml4", "--epochs", "1", "--nst-threshold", "0.3", "--out", str(run),
+                 "--progress", "off", "--snapshot-images", "0"]) == 0
+    capsys.readouterr()
+    assert "cannot change --epochs" in run_error(capsys, ["train", "--resume", str(run), "--epochs", "3"])
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(capsys, tmp_path, monkeypatch):
     original = NNGK.training_step
 

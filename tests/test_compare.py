@@ -89,15 +89,14 @@ def test_compare_end_to_end_skips_finished_and_resumes_interrupted(tmp_path, mon
 
     # First invocation: killed in nngk seed 1 right after its (only) epoch's checkpoint, before its final metrics.
     # (One epoch keeps the test fast; resuming mid-training exactly is tested in test_train_end_to_end.)
-    original, appended = trainer_module.MetricsLog.append, []
+    original = trainer_module.save_atomic
 
-    def append_then_crash(self, row):
-        original(self, row)
-        appended.append(row)
-        if len(appended) == 2:  # nngk-s0 has finished, nngk-s1 has written its epoch
+    def save_then_crash(state, path):
+        original(state, path)
+        if path.name == "last.pt" and path.parent.name == "nngk-s1":  # nngk-s0 has finished
             raise Interrupt
 
-    monkeypatch.setattr(trainer_module.MetricsLog, "append", append_then_crash)
+    monkeypatch.setattr(trainer_module, "save_atomic", save_then_crash)
     with pytest.raises(Interrupt):
         main(args)
     monkeypatch.undo()

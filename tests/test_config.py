@@ -29,6 +29,10 @@ def test_saved_config_round_trips(tmp_path):
     ({"no_such_thing": 1}, "unknown setting"),
     ({"sigma": -1}, "sigma must be positive"),
     ({"amp": "maybe"}, "expects bool"),
+    ({"nst_threshold": -0.5}, "nst-threshold must be a probability"),
+    ({"nst_stochastic_depth": 1}, "nst-stochastic-depth must be in"),
+    ({"scale_mixup": -1}, "scale-mixup must be non-negative"),
+    ({"c_tau": 0}, "c-tau must be positive"),
 ])
 def test_invalid_settings_raise_one_clear_error(overrides, message):
     with pytest.raises(UserError, match=message):

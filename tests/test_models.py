@@ -8,6 +8,7 @@ import torch
 from weakdml.compat import import_torchvision
 from weakdml.config import ModelConfig, build_config
 from weakdml.errors import UserError
+from weakdml.models.backbones import DropPath, set_stochastic_depth
 from weakdml.models.embedding import EmbeddingNet
 from weakdml.models.pretrained import load_pretrained
 
@@ -45,6 +46,25 @@ def test_frozen_batchnorm_keeps_statistics_and_stochastic_depth_is_train_only():
     assert torch.equal(bn.running_mean, before) and not bn.weight.requires_grad
     net.eval()
     x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(net(x), net(x))
+
+
+def test_stochastic_depth_keeps_torchvision_keys_and_its_rate_can_change():
+    """Drop paths are hooks: the state dict is torchvision's (so ImageNet weights load), the last block's rate is the
+    one given and earlier blocks' rates fall linearly, and a rate of 0 makes training-mode outputs deterministic."""
+    net = EmbeddingNet(ModelConfig(backbone="resnet18", embedding_dim=0, stochastic_depth=0.5), 3, 32)
+    reference = import_torchvision().models.resnet18(weights=None).state_dict()
+    assert set(net.backbone.state_dict()) == {k for k in reference if not k.startswith("fc.")}
+    rates = [m.p for m in net.modules() if isinstance(m, DropPath)]
+    assert len(rates) == 8 and rates[-1] == pytest.approx(0.5) and rates[0] == pytest.approx(0.5 / 8)
+    assert rates == sorted(rates)
+    net.train()
+    for module in net.modules():  # BatchNorm in eval mode: only the drop paths are random
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
+    x = torch.rand(4, 3, 32, 32)
+    assert not torch.equal(net(x), net(x))
+    set_stochastic_depth(net, 0.0)
     assert torch.equal(net(x), net(x))
 
 

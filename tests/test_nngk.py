@@ -118,3 +118,10 @@ def test_neighbours_clip_to_small_bank_and_sigma_learnable():
     assert head.log_sigma.grad is not None and head.log_sigma.grad != 0
     assert head.log_weights.grad is not None and head.log_weights.grad.abs().sum() > 0
     assert head.sigma.item() == pytest.approx(10.0)
+
+
+def test_centres_that_require_gradients_are_refused():
+    """The bank is a constant; a gradient silently missing for it would be wrong, so it is an error."""
+    z, centres, labels, w, nbr, sigma, c = random_problem(0)
+    with pytest.raises(ValueError, match="centres are constants"):
+        class_log_scores(z, centres.requires_grad_(), labels, w, nbr, sigma, c)

@@ -12,7 +12,9 @@ from weakdml.data.prepare import prepare_data
 from weakdml.data.types import ImageSet, TrainData
 from weakdml.engine import run as run_module
 from weakdml.engine.checkpoint import load_checkpoint
+from weakdml.errors import UserError
 from weakdml.methods.noisy_student import MbDML4, select_pseudo_labels, soft_cross_entropy
+from weakdml.models.backbones import DropPath
 
 
 def test_select_pseudo_labels_threshold_and_balance():
@@ -137,3 +139,33 @@ def test_student_initialised_from_teacher_keeps_its_weights():
         if key != "head.refreshed_at":
             assert torch.equal(value, after[key]), key
     assert method.head.refreshed_at.item() == -1  # the bank is rebuilt with the student's first epoch
+
+
+def test_scratch_student_restarts_from_the_teachers_initial_weights_with_its_own_noise():
+    """``--nst-init scratch``: the student gets the weights the teacher started from (random or pretrained), its kernel
+    weights and σ reset, and the student noise (dropout, stochastic depth) only in student stages."""
+    cfg = build_config(overrides={"method": "mbdml4", "nst_threshold": 0.3, "backbone": "resnet18",
+                                  "learnable_sigma": True, "nst_dropout": 0.4, "nst_stochastic_depth": 0.3})
+    data = prepare_data(cfg)
+    method = run_module.METHODS["mbdml4"](run_module.EmbeddingNet(cfg.model, 1, 16), data.train, cfg)
+    initial = {k: v.clone() for k, v in method.model.state_dict().items()}
+    method.on_epoch_start(0)
+    drop_paths = [m for m in method.model.modules() if isinstance(m, DropPath)]
+    assert method.model.dropout.p == 0 and all(m.p == 0 for m in drop_paths)  # the teacher: no student noise
+    with torch.no_grad():  # "training" moves every weight
+        for value in method.parameters():
+            value.add_(0.1)
+    method.begin_stage(1)
+    for key, value in initial.items():
+        assert torch.equal(method.model.state_dict()[key], value), key
+    assert not method.head.log_weights.any()
+    assert method.head.sigma.item() == pytest.approx(cfg.nngk.sigma)
+    method.on_epoch_start(1)
+    assert method.model.dropout.p == 0.4 and drop_paths[-1].p == pytest.approx(0.3)
+
+
+def test_teacher_student_without_unlabelled_images_is_refused():
+    cfg = build_config(overrides={"method": "mbdml4", "labeled_fraction": 1.0})
+    data = prepare_data(cfg)
+    with pytest.raises(UserError, match="no unlabelled images"):
+        run_module.METHODS["mbdml4"](run_module.EmbeddingNet(cfg.model, 1, 16), data.train, cfg)

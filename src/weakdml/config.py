@@ -119,6 +119,8 @@ class NSTConfig:
     nst_init: str = _opt("scratch", "each student starts re-initialised (Xie et al.) or from its teacher's weights "
                                     "(far fewer student epochs needed)", ("scratch", "teacher"))
     nst_dropout: float = _opt(0.3, "student noise: dropout before the embedding projection")
+    nst_stochastic_depth: float = _opt(0.2, "student noise: stochastic-depth drop rate of the last residual block, "
+                                            "linearly less for earlier ones (ResNets; Xie et al.: 0.2)")
     nst_augment: str = _opt("strong", "student noise: augmentation", ("none", "weak", "strong"))
     scale_nst: float = _opt(1.0, "weight of the pseudo-labelled loss (the original online variant used 2)")
     unlabeled_ratio: int = _opt(3, "unlabelled images per labelled image in a step")
@@ -288,6 +290,13 @@ def validate(config: Config) -> None:
     _check(s.nst_rounds >= 0, f"--nst-rounds must be non-negative, got {s.nst_rounds}")
     _check(s.nst_epochs is None or s.nst_epochs >= 1, f"--nst-epochs must be at least 1, got {s.nst_epochs}")
     _check(0 <= s.nst_dropout < 1, f"--nst-dropout must be in [0, 1), got {s.nst_dropout}")
+    _check(0 <= s.nst_stochastic_depth < 1, f"--nst-stochastic-depth must be in [0, 1), got {s.nst_stochastic_depth}")
+    _check(s.nst_threshold >= 0, f"--nst-threshold must be a probability (above 1 keeps none), got {s.nst_threshold}")
+    _check(s.c_tau > 0, f"--c-tau must be positive, got {s.c_tau}")
+    _check(s.scale_nst >= 0, f"--scale-nst must be non-negative, got {s.scale_nst}")
+    _check(config.mixup.beta >= 0, f"--beta must be non-negative, got {config.mixup.beta}")
+    _check(config.mixup.scale_mixup is None or config.mixup.scale_mixup >= 0,
+           f"--scale-mixup must be non-negative, got {config.mixup.scale_mixup}")
     _check(s.unlabeled_ratio >= 1, f"--unlabeled-ratio must be at least 1, got {s.unlabeled_ratio}")
     dml = config.dml
     _check(dml.m_per_class >= 2, f"--m-per-class must be at least 2 (pairs need positives), got {dml.m_per_class}")

@@ -103,7 +103,7 @@ class Trainer:
 
     def resume(self) -> None:
         """Continue from ``last.pt``: model, method state (banks, pseudo-labels), optimiser, schedule, RNG, epoch."""
-        state = load_checkpoint(self.run_dir / "last.pt", map_location=self.method.device)
+        state = load_checkpoint(self.run_dir / "last.pt")  # on the CPU: RNG states must stay there
         missing = {"epoch", "method", "optimizer", "scheduler", "scaler", "best_val_accuracy",
                    "stage_best_val_accuracy", "rng"} - set(state)
         if missing:
@@ -146,13 +146,13 @@ class Trainer:
             self.best = val.accuracy if improved else self.best
             self.stage_best = val.accuracy if stage_improved else self.stage_best
             state = self._state(epoch)
-            save_atomic(state, self.run_dir / "last.pt")
             best_state = {"epoch": epoch, "method": state["method"]}
             if improved:
                 save_atomic(best_state, self.run_dir / "best.pt")
             if stage_improved and self.multi_stage:
                 save_atomic(best_state, self.run_dir / f"best-stage{stage}.pt")
             self.log.append(row | {"best": improved})
+            save_atomic(state, self.run_dir / "last.pt")  # last: a crash before it repeats the whole epoch
             self._snapshot(epoch)
             log.info(f"epoch {epoch + 1}/{self.total_epochs}  loss {train_stats['loss']:.4f}  "
                      f"val {val.accuracy:.4f}  test {test.accuracy:.4f}  ({row['seconds']:.1f} s)")

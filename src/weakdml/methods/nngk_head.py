@@ -60,11 +60,13 @@ class NeighbourDots(torch.autograd.Function):
     Forward: one product with the whole bank, then a gather, unless the (batch, bank) product would exceed
     ``MATMUL_LIMIT`` entries (then the neighbours are gathered and multiplied). Backward: ∂L/∂z_b = Σ_k g_bk c_{j_bk}
     as a weighted ``embedding_bag`` sum, instead of autograd's (B, N) mostly-zero product with the bank (3× faster at
-    batch 32, 2,048-d, 5,000 centres). The centres are constants (a no-gradient bank): they get no gradient.
+    batch 32, 2,048-d, 5,000 centres). The centres must be constants (a no-gradient bank).
     """
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, centres: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        if ctx.needs_input_grad[1]:
+            raise ValueError("the NNGK centres are constants: pass them detached (no gradient flows into the bank)")
         ctx.save_for_backward(centres, neighbours)
         if z.shape[0] * len(centres) <= MATMUL_LIMIT:
             return (z @ centres.T).gather(1, neighbours)

@@ -4,9 +4,10 @@ Teacher–student (default): stage 0 trains a teacher with the MbDML3 loss on th
 (``--nst-rounds``) starts from the best-on-validation weights of the stage before, which label the unlabelled part:
 the images whose NNGK probability max p ≥ ``--nst-threshold`` are kept, or with ``--nst-balance`` (default) that
 many images spread evenly over the predicted classes, most confident first (Xie et al.'s balancing); targets are hard
-(one-hot) or soft (the teacher's probabilities). The student is then re-initialised (or, with ``--nst-init teacher``,
-keeps the teacher's weights) and trained with noise — strong augmentation (RandAugment + cutout), dropout
-``--nst-dropout``, stochastic depth where the backbone has residual blocks — on labelled batches (MbDML3 loss), each
+(one-hot) or soft (the teacher's probabilities). The student is then re-initialised to the weights the teacher started
+from (random, or ``--pretrained``), or with ``--nst-init teacher`` keeps the teacher's weights, and trained with noise
+— strong augmentation (RandAugment + cutout), dropout ``--nst-dropout``, stochastic depth ``--nst-stochastic-depth``
+where the backbone has residual blocks — on labelled batches (MbDML3 loss), each
 with ``--unlabeled-ratio`` times as many pseudo-labelled images (cross-entropy of the NNGK classifier against the
 targets, weight ``--scale-nst``). The student is the next round's teacher.
 
@@ -27,8 +28,10 @@ import torch.nn.functional as F
 
 from weakdml.config import Config
 from weakdml.data.types import TrainData
+from weakdml.errors import UserError
 from weakdml.methods.base import Batch
 from weakdml.methods.mbdml import MbDML3
+from weakdml.models.backbones import set_stochastic_depth
 from weakdml.models.embedding import EmbeddingNet
 
 log = logging.getLogger("weakdml")
@@ -61,6 +64,11 @@ class MbDML4(MbDML3):
     def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
         super().__init__(model, data, cfg)
         n_unlabeled, classes = len(data.unlabeled), data.num_classes
+        if n_unlabeled == 0 and not self.online and cfg.nst.nst_rounds > 0:
+            raise UserError("mbdml4 has no unlabelled images to pseudo-label: use --labeled-fraction below 1, add "
+                            "--unlabeled-dir, or train mbdml3")
+        self.initial_weights = {k: v.clone() for k, v in model.state_dict().items()}  # a scratch student's start
+        self.initial_log_sigma = self.head.log_sigma.detach().clone()
         self.register_buffer("stage", torch.tensor(0))
         self.register_buffer("pseudo_targets", torch.zeros(n_unlabeled, classes))
         self.register_buffer("pseudo_mask", torch.zeros(n_unlabeled, dtype=torch.bool))
@@ -98,15 +106,16 @@ class MbDML4(MbDML3):
             log.warning(f"noisy student round {stage}: no unlabelled image reached max p ≥ {n.nst_threshold}; the "
                         f"student trains on the labelled part only (lower --nst-threshold to use unlabelled data)")
         if n.nst_init == "scratch":
-            for module in self.model.modules():
-                if hasattr(module, "reset_parameters") and module is not self.model:
-                    module.reset_parameters()
+            self.model.load_state_dict(self.initial_weights)
             self.head.log_weights.zero_()
+            self.head.log_sigma.copy_(self.initial_log_sigma)
         self.head.refreshed_at.fill_(-1)  # the student's bank is built at its first epoch
         self.stage.fill_(stage)
 
     def on_epoch_start(self, epoch: int) -> None:
-        self.model.dropout.p = self.cfg.nst.nst_dropout if self.is_student else self.cfg.model.dropout
+        n, m = self.cfg.nst, self.cfg.model
+        self.model.dropout.p = n.nst_dropout if self.is_student else m.dropout
+        set_stochastic_depth(self.model, n.nst_stochastic_depth if self.is_student else m.stochastic_depth)
         super().on_epoch_start(epoch)
 
     def view(self, images: torch.Tensor, kind: str | None = None) -> torch.Tensor:

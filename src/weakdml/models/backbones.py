@@ -38,17 +38,33 @@ class SmallCNN(nn.Module):
 
 class DropPath(nn.Module):
     """Stochastic depth: in training, zero a residual branch per sample with probability ``p`` (scaling the kept
-    ones by 1/(1-p)). Placed after the branch's last BatchNorm, i.e. just before the residual addition."""
+    ones by 1/(1-p)). It is a child of its residual block and acts as a forward hook on the branch's last BatchNorm,
+    i.e. just before the residual addition, so the block's state-dict keys stay torchvision's (pretrained weights
+    load). ``p = rate × depth_fraction``: the rate grows linearly with depth (Huang et al.), set by
+    ``set_stochastic_depth``."""
 
-    def __init__(self, p: float) -> None:
+    def __init__(self, depth_fraction: float, rate: float) -> None:
         super().__init__()
-        self.p = p
+        self.depth_fraction = depth_fraction
+        self.p = rate * depth_fraction
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
         keep = torch.rand(x.shape[0], 1, 1, 1, device=x.device) >= self.p
         return x * keep.to(x.dtype) / (1 - self.p)
+
+    def after(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        """Forward hook: drop the branch's output."""
+        return self(output)
+
+
+def set_stochastic_depth(model: nn.Module, rate: float) -> None:
+    """Set the drop rate of the last residual block to ``rate`` (earlier blocks: linearly less); no-op without
+    residual blocks."""
+    for module in model.modules():
+        if isinstance(module, DropPath):
+            module.p = rate * module.depth_fraction
 
 
 def _resnet(name: str, in_channels: int, small_stem: bool, stochastic_depth: float) -> tuple[nn.Module, int]:
@@ -59,12 +75,11 @@ def _resnet(name: str, in_channels: int, small_stem: bool, stochastic_depth: flo
         net.maxpool = nn.Identity()
     elif in_channels != 3:
         net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
-    blocks = [(layer, i) for layer in (net.layer1, net.layer2, net.layer3, net.layer4) for i in range(len(layer))]
-    for depth, (layer, i) in enumerate(blocks):
-        rate = stochastic_depth * (depth + 1) / len(blocks)
-        if rate > 0:
-            last_bn = "bn3" if hasattr(layer[i], "bn3") else "bn2"
-            setattr(layer[i], last_bn, nn.Sequential(getattr(layer[i], last_bn), DropPath(rate)))
+    blocks = [block for layer in (net.layer1, net.layer2, net.layer3, net.layer4) for block in layer]
+    for depth, block in enumerate(blocks):
+        block.drop_path = DropPath((depth + 1) / len(blocks), stochastic_depth)
+        last_bn = block.bn3 if hasattr(block, "bn3") else block.bn2
+        last_bn.register_forward_hook(block.drop_path.after)
     features = net.fc.in_features
     net.fc = nn.Identity()
     return net, features
