@@ -16,8 +16,7 @@ WORKERS=${2:-2}
 METHODS=${METHODS:-"cross-entropy,mixup,contrastive,proxy-anchor,triplet,nngk,mbdml1,mbdml2,mbdml3,mbdml4"}
 SEEDS=${SEEDS:-"0 1 2"}
 FLAGS="--dataset fashion-mnist --epochs ${EPOCHS:-10} --lr 0.001 --nst-epochs ${NST_EPOCHS:-10} --unlabeled-ratio 3"
-FLAGS="$FLAGS --nst-init teacher"
-FLAGS="$FLAGS --progress off"
+FLAGS="$FLAGS --nst-init teacher --progress off"
 mkdir -p "$OUT/runs"
 
 worker() {

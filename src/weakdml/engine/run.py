@@ -85,10 +85,6 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunSummary
     if changed:
         raise UserError(f"cannot change {', '.join(changed)} when resuming; only {', '.join(RESUMABLE_SETTINGS)}")
     cfg = build_config(run_dir / "config.yaml", overrides)
-    staged = cfg.train.method == "mbdml4" and cfg.nst.nst_variant == "teacher-student" and cfg.nst.nst_rounds > 0
-    if staged and cfg.train.epochs != stored["epochs"]:
-        raise UserError("cannot change --epochs when resuming a teacher-student mbdml4 run (its stages are laid out "
-                        "by it); resume without --epochs, or start a new run")
     return _fit(cfg, run_dir, resume=True)
 
 

@@ -99,7 +99,8 @@ class Trainer:
     def _state(self, epoch: int) -> dict:
         return {"epoch": epoch, "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "best_val_accuracy": self.best, "stage_best_val_accuracy": self.stage_best, "rng": rng_state()}
+                "best_val_accuracy": self.best, "stage_best_val_accuracy": self.stage_best, "rng": rng_state(),
+                "stage_starts": self.stage_starts}
 
     def resume(self) -> None:
         """Continue from ``last.pt``: model, method state (banks, pseudo-labels), optimiser, schedule, RNG, epoch."""
@@ -109,6 +110,10 @@ class Trainer:
         if missing:
             raise UserError(f"{self.run_dir / 'last.pt'} lacks {', '.join(sorted(missing))}: it was written by "
                             f"another version of weakdml and cannot be resumed; start a new run")
+        if state.get("stage_starts", self.stage_starts)[:-1] != self.stage_starts[:-1]:  # the last end may move
+            raise UserError(f"cannot change --epochs when resuming this run: its stages start at epochs "
+                            f"{state['stage_starts'][:-1]}, and would start at {self.stage_starts[:-1]}; resume "
+                            f"without --epochs, or start a new run")
         self.method.load_state_dict(state["method"])
         self._new_optimizer(self.stage_of(state["epoch"]))
         self.optimizer.load_state_dict(state["optimizer"])

@@ -21,6 +21,7 @@ Only predictions are used: the unlabelled part's labels are -1 and never read.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 
 import torch
@@ -68,7 +69,6 @@ class MbDML4(MbDML3):
             raise UserError("mbdml4 has no unlabelled images to pseudo-label: use --labeled-fraction below 1, add "
                             "--unlabeled-dir, or train mbdml3")
         self.initial_weights = {k: v.clone() for k, v in model.state_dict().items()}  # a scratch student's start
-        self.initial_log_sigma = self.head.log_sigma.detach().clone()
         self.register_buffer("stage", torch.tensor(0))
         self.register_buffer("pseudo_targets", torch.zeros(n_unlabeled, classes))
         self.register_buffer("pseudo_mask", torch.zeros(n_unlabeled, dtype=torch.bool))
@@ -108,7 +108,7 @@ class MbDML4(MbDML3):
         if n.nst_init == "scratch":
             self.model.load_state_dict(self.initial_weights)
             self.head.log_weights.zero_()
-            self.head.log_sigma.copy_(self.initial_log_sigma)
+            self.head.log_sigma.fill_(math.log(self.cfg.nngk.sigma))
         self.head.refreshed_at.fill_(-1)  # the student's bank is built at its first epoch
         self.stage.fill_(stage)
 
