@@ -38,6 +38,8 @@ def write_folder(root, classes=("a", "b"), n=4):
     (["train", "--labeled-fraction", "0"], "labeled-fraction"),
     (["train", "--labeled-fraction", "1.5"], "labeled-fraction"),
     (["train", "--epochs", "many"], "epochs"),
+    (["train", "--from-teacher", "t", "--resume", "r"], "give neither --resume nor --config"),
+    (["train", "--from-teacher", "no-such-run"], "not a weakdml run directory"),
 ])
 def test_bad_flags(capsys, argv, message):
     assert message in run_error(capsys, argv)

@@ -169,3 +169,38 @@ def test_teacher_student_without_unlabelled_images_is_refused():
     data = prepare_data(cfg)
     with pytest.raises(UserError, match="no unlabelled images"):
         run_module.METHODS["mbdml4"](run_module.EmbeddingNet(cfg.model, 1, 16), data.train, cfg)
+
+
+def test_a_student_trains_on_another_runs_finished_teacher(tmp_path):
+    teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
+    run_module.train(build_config(overrides={"method": "mbdml4", "epochs": 2, "nst_epochs": 1, "nst_threshold": 0.3,
+                                             "out": str(teacher_dir), "progress": "off", "snapshot_images": 0}))
+    summary = run_module.train_student(teacher_dir, {"nst_augment": "weak", "nst_threshold": 0.2, "nst_epochs": 2,
+                                                     "out": str(student_dir)})
+    rows = [json.loads(line) for line in (student_dir / "metrics.jsonl").read_text().splitlines()]
+    teacher_rows = [json.loads(line) for line in (teacher_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows] == [0, 0, 1, 1]
+    assert rows[:2] == teacher_rows[:2]  # the teacher's epochs, not trained again
+    teacher = load_checkpoint(teacher_dir / "best-stage0.pt")["method"]
+    copied = load_checkpoint(student_dir / "best-stage0.pt")["method"]
+    assert all(torch.equal(teacher[k], copied[k]) for k in teacher)
+    saved = build_config(student_dir / "config.yaml")
+    assert (saved.nst.nst_augment, saved.nst.nst_threshold, saved.train.out) == ("weak", 0.2, str(student_dir))
+    assert json.loads((student_dir / "split.json").read_text()) == json.loads((teacher_dir / "split.json").read_text())
+    best = summary.metrics["best_epoch"]
+    assert rows[best]["val_accuracy"] == max(r["val_accuracy"] for r in rows)
+
+    with pytest.raises(UserError, match="lr cannot change"):
+        run_module.train_student(teacher_dir, {"lr": 0.1, "out": str(tmp_path / "other")})
+    with pytest.raises(UserError, match="already holds a run"):
+        run_module.train_student(teacher_dir, {"out": str(student_dir)})
+    (teacher_dir / "metrics.jsonl").write_text(json.dumps(teacher_rows[0]) + "\n")  # as if stopped after epoch 1
+    with pytest.raises(UserError, match="has finished 1 of its 2 epochs"):
+        run_module.train_student(teacher_dir, {"out": str(tmp_path / "early")})
+
+
+def test_from_teacher_needs_an_mbdml4_teacher(tmp_path):
+    run_module.train(build_config(overrides={"method": "nngk", "epochs": 1, "out": str(tmp_path / "nngk"),
+                                             "progress": "off", "snapshot_images": 0}))
+    with pytest.raises(UserError, match="is a nngk run"):
+        run_module.train_student(tmp_path / "nngk", {"out": str(tmp_path / "student")})

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model; prints the test accuracy and the run directory")
     p.add_argument("--config", default=None, help="YAML file of settings (flags override it)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--from-teacher", default=None, metavar="RUN_DIR",
+                   help="mbdml4: a new student run on RUN_DIR's finished teacher (only --nst-* settings may differ)")
     _add_config_flags(p, tuple(SECTIONS))
 
     p = sub.add_parser("evaluate", help="recompute the test metrics of a run from its best model")
@@ -121,8 +123,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     from weakdml.engine import run
 
     _log_to_terminal()
+    if args.from_teacher and (args.resume or args.config):
+        raise UserError("--from-teacher starts a new run with the teacher's settings: give neither --resume nor "
+                        "--config with it")
     if args.resume:
         summary = run.resume(Path(args.resume), _overrides(args))
+    elif args.from_teacher:
+        summary = run.train_student(Path(args.from_teacher), _overrides(args))
     else:
         summary = run.train(build_config(args.config, _overrides(args)))
     print(f"test accuracy: {summary.metrics['test_accuracy']:.4f}")

@@ -88,10 +88,36 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunSummary
     return _fit(cfg, run_dir, resume=True)
 
 
-def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
+def train_student(teacher_dir: Path, overrides: dict[str, Any]) -> RunSummary:
+    """A new mbdml4 run whose teacher is ``teacher_dir``'s finished teacher: only the student's settings (the nst
+    section, except the variant) may differ, so several students can be compared without training the teacher
+    again. Its stage-0 rows, ``best-stage0.pt`` and split are copied; the run then trains, resumes and reports like
+    any other."""
+    if not (teacher_dir / "config.yaml").is_file():
+        raise UserError(f"{teacher_dir} is not a weakdml run directory (no config.yaml)")
+    saved = build_config(teacher_dir / "config.yaml")
+    if saved.train.method != "mbdml4" or saved.nst.nst_variant != "teacher-student":
+        raise UserError(f"{teacher_dir} is a {saved.train.method} run; --from-teacher needs an mbdml4 run with "
+                        f"--nst-variant teacher-student")
+    cfg = build_config(teacher_dir / "config.yaml", overrides)
+    student = set(cfg.to_dict()["nst"]) - {"nst_variant"}
+    changed = sorted(name for section, values in cfg.to_dict().items() for name, value in values.items()
+                     if value != getattr(getattr(saved, section), name) and name not in student
+                     and name not in ("out", "device", "progress", "eval_batch_size"))
+    if changed:
+        raise UserError(f"--from-teacher keeps the teacher's settings; {', '.join(changed)} cannot change (only the "
+                        f"student's --nst-* settings, --scale-nst and --unlabeled-ratio can)")
+    run_dir = Path(overrides["out"]) if overrides.get("out") else default_run_dir(cfg)
+    if (run_dir / "last.pt").exists() or run_dir.resolve() == teacher_dir.resolve():
+        raise UserError(f"{run_dir} already holds a run; choose another --out for the student")
+    cfg.train.out = str(run_dir)
+    return _fit(cfg, run_dir, resume=False, teacher_dir=teacher_dir)
+
+
+def _fit(cfg: Config, run_dir: Path, resume: bool, teacher_dir: Path | None = None) -> RunSummary:
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    split_file = run_dir / "split.json" if resume else None
+    split_file = run_dir / "split.json" if resume else teacher_dir / "split.json" if teacher_dir else None
     data = prepare_data(cfg, split_file)
     method = build_method(cfg, data, device)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +128,9 @@ def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
     if resume:
         trainer.resume()
         log.info(f"resumed {run_dir} at epoch {trainer.start_epoch + 1}")
+    elif teacher_dir:
+        trainer.start_from_teacher(teacher_dir)
+        log.info(f"student of {teacher_dir}'s teacher, from epoch {trainer.start_epoch + 1}, in {run_dir}")
     else:
         log.info(f"training {cfg.train.method} on {cfg.data.dataset}: {len(data.train.labeled)} labelled, "
                  f"{len(data.val)} validation, {len(data.train.unlabeled)} unlabelled, {len(data.test)} test; "

@@ -125,6 +125,23 @@ class Trainer:
         self.start_epoch = state["epoch"] + 1
         self.log.truncate_after(state["epoch"])
 
+    def start_from_teacher(self, teacher_dir: Path) -> None:
+        """Begin at the first student epoch with another run's finished teacher (its stage 0: metrics rows and
+        ``best-stage0.pt``) as this run's, so that student settings can be compared on one teacher."""
+        teacher_epochs = self.stage_starts[1]
+        rows = [row for row in MetricsLog(teacher_dir, tensorboard=False).rows() if row["stage"] == 0]
+        if len(rows) < teacher_epochs or not (teacher_dir / "best-stage0.pt").is_file():
+            raise UserError(f"the teacher of {teacher_dir} has finished {len(rows)} of its {teacher_epochs} epochs; "
+                            f"resume that run first (weakdml train --resume {teacher_dir})")
+        self.log.truncate_after(-1)
+        for row in rows:
+            self.log.append(row)
+        teacher = load_checkpoint(teacher_dir / "best-stage0.pt")
+        save_atomic(teacher, self.run_dir / "best-stage0.pt")
+        save_atomic(teacher, self.run_dir / "best.pt")
+        self.best = self.stage_best = max(row["val_accuracy"] for row in rows)
+        self.start_epoch = teacher_epochs
+
     def _begin_stage(self, stage: int) -> None:
         teacher = load_checkpoint(self.run_dir / f"best-stage{stage - 1}.pt", map_location=self.method.device)
         self.method.load_state_dict(teacher["method"])
