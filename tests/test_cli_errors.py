@@ -86,6 +86,7 @@ def test_resume_of_a_teacher_student_run_keeps_its_epochs(capsys, tmp_path):
                  "--progress", "off", "--snapshot-images", "0"]) == 0
     capsys.readouterr()
     assert "cannot change --epochs" in run_error(capsys, ["train", "--resume", str(run), "--epochs", "3"])
+    assert "cannot change lr when resuming" in run_error(capsys, ["train", "--resume", str(run), "--lr", "0.5"])
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(capsys, tmp_path, monkeypatch):

@@ -77,15 +77,18 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunSummary
     """Continue an interrupted run from its last checkpoint (only the settings in RESUMABLE_SETTINGS may change)."""
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "last.pt").is_file():
         raise UserError(f"{run_dir} is not a weakdml run directory with a checkpoint (config.yaml and last.pt)")
-    saved = build_config(run_dir / "config.yaml").to_dict()
-    stored = {name: value for section in saved.values() for name, value in section.items()}
-    given = build_config(run_dir / "config.yaml", overrides).to_dict()
-    changed = sorted(name for section in given.values() for name, value in section.items()
-                     if value != stored[name] and name not in RESUMABLE_SETTINGS)
+    cfg = build_config(run_dir / "config.yaml", overrides)
+    changed = _changed_settings(build_config(run_dir / "config.yaml"), cfg, RESUMABLE_SETTINGS)
     if changed:
         raise UserError(f"cannot change {', '.join(changed)} when resuming; only {', '.join(RESUMABLE_SETTINGS)}")
-    cfg = build_config(run_dir / "config.yaml", overrides)
     return _fit(cfg, run_dir, resume=True)
+
+
+def _changed_settings(saved: Config, given: Config, allowed: tuple[str, ...] | set[str]) -> list[str]:
+    """Names of the settings outside ``allowed`` whose values differ between two configs."""
+    stored = {name: value for section in saved.to_dict().values() for name, value in section.items()}
+    return sorted(name for section in given.to_dict().values() for name, value in section.items()
+                  if value != stored[name] and name not in allowed)
 
 
 def train_student(teacher_dir: Path, overrides: dict[str, Any]) -> RunSummary:
@@ -100,10 +103,8 @@ def train_student(teacher_dir: Path, overrides: dict[str, Any]) -> RunSummary:
         raise UserError(f"{teacher_dir} is a {saved.train.method} run; --from-teacher needs an mbdml4 run with "
                         f"--nst-variant teacher-student")
     cfg = build_config(teacher_dir / "config.yaml", overrides)
-    student = set(cfg.to_dict()["nst"]) - {"nst_variant"}
-    changed = sorted(name for section, values in cfg.to_dict().items() for name, value in values.items()
-                     if value != getattr(getattr(saved, section), name) and name not in student
-                     and name not in ("out", "device", "progress", "eval_batch_size"))
+    student = set(saved.to_dict()["nst"]) - {"nst_variant"}
+    changed = _changed_settings(saved, cfg, student | {"out", "device", "progress", "eval_batch_size"})
     if changed:
         raise UserError(f"--from-teacher keeps the teacher's settings; {', '.join(changed)} cannot change (only the "
                         f"student's --nst-* settings, --scale-nst and --unlabeled-ratio can)")
