@@ -204,3 +204,66 @@ def test_from_teacher_needs_an_mbdml4_teacher(tmp_path):
                                              "progress": "off", "snapshot_images": 0}))
     with pytest.raises(UserError, match="is a nngk run"):
         run_module.train_student(tmp_path / "nngk", {"out": str(tmp_path / "student")})
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_a_wider_student_is_a_new_network_whose_run_resumes_and_evaluates(tmp_path, monkeypatch):
+    """``--nst-width 2``: the teacher is small-cnn, the student small-cnn with twice the channels, started from its own
+    seeded random weights; checkpoints hold the network of their stage, so resuming and evaluating rebuild it."""
+    overrides = {"method": "mbdml4", "epochs": 2, "nst_epochs": 2, "nst_width": 2, "nst_threshold": 0.3,
+                 "progress": "off", "snapshot_images": 0}
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    summary = run_module.train(build_config(overrides=overrides | {"out": str(straight)}))
+    teacher = load_checkpoint(straight / "best-stage0.pt")["method"]
+    student = load_checkpoint(straight / "last.pt")["method"]
+    assert teacher["model.projection.weight"].shape == (64, 256)
+    assert student["model.projection.weight"].shape == (64, 512)
+    assert run_module.evaluate_run(straight, "cpu")["test_accuracy"] == pytest.approx(
+        summary.metrics["test_accuracy"], abs=1e-6)
+    same_size = tmp_path / "same-size"
+    run_module.train(build_config(overrides=overrides | {"nst_width": None, "out": str(same_size)}))
+    same_teacher = load_checkpoint(same_size / "best-stage0.pt")["method"]
+    assert all(torch.equal(value, same_teacher[key]) for key, value in teacher.items())  # the student's choice
+    # does not change how the teacher trains
+
+    original = run_module.Trainer._snapshot
+
+    def snapshot_then_crash(self, epoch):
+        original(self, epoch)
+        if epoch == 2:
+            raise Interrupt  # killed right after the student's first checkpoint
+
+    monkeypatch.setattr(run_module.Trainer, "_snapshot", snapshot_then_crash)
+    with pytest.raises(Interrupt):
+        run_module.train(build_config(overrides=overrides | {"out": str(broken)}))
+    monkeypatch.undo()
+    assert load_checkpoint(broken / "last.pt")["epoch"] == 2  # a student checkpoint: the wide network
+    run_module.resume(broken)
+    a, b = load_checkpoint(straight / "last.pt")["method"], load_checkpoint(broken / "last.pt")["method"]
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"nst_width": 2, "nst_init": "teacher"}, "cannot start from its teacher's weights"),
+    ({"nst_backbone": "resnet18", "nst_variant": "online"}, "online variant trains one network"),
+    ({"nst_width": 2, "embedding_dim": 0}, "set --embedding-dim"),
+])
+def test_a_student_of_another_architecture_is_refused_where_it_cannot_work(overrides, message):
+    cfg = build_config(overrides={"method": "mbdml4"} | overrides)
+    data = prepare_data(cfg)
+    with pytest.raises(UserError, match=message):
+        run_module.build_method(cfg, data, torch.device("cpu"))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"backbone": "resnet18", "width": 2}, "--width scales small-cnn only"),
+    ({"nst_backbone": "resnet18", "nst_width": 0.5}, "--nst-width scales small-cnn only"),
+    ({"nst_width": 0}, "--nst-width must be positive"),
+])
+def test_width_settings_are_checked(overrides, message):
+    with pytest.raises(UserError, match=message):
+        build_config(overrides=overrides)

@@ -17,6 +17,8 @@ import yaml
 
 from weakdml.errors import UserError
 
+BACKBONES = ("small-cnn", "resnet18", "resnet50", "googlenet")
+
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
     metadata = {"help": help, "choices": choices}
@@ -45,7 +47,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = _opt("small-cnn", "backbone network", ("small-cnn", "resnet18", "resnet50", "googlenet"))
+    backbone: str = _opt("small-cnn", "backbone network", BACKBONES)
+    width: float = _opt(1.0, "small-cnn: channel multiplier (1: 32-64-128-256 channels, 388 k parameters; 2: 1.55 M)")
     embedding_dim: int | None = _opt(64, "linear projection to this size (0 or None: the backbone's features)")
     l2_normalize: bool | None = _opt(None, "L2-normalise embeddings (default: on for kernel and metric-learning "
                                            "methods, off for the softmax heads of cross-entropy and mixup; the "
@@ -116,6 +119,9 @@ class NSTConfig:
     nst_soft: bool = _opt(False, "train students on the teacher's probabilities instead of hard labels")
     nst_balance: bool = _opt(True, "spread the pseudo-labelled images evenly over the predicted classes, most "
                                    "confident first (the threshold sets how many)")
+    nst_backbone: str | None = _opt(None, "the students' backbone (default: the teacher's; Xie et al.'s student is "
+                                          "equal or larger)", BACKBONES)
+    nst_width: float | None = _opt(None, "small-cnn: the students' channel multiplier (default: the teacher's --width)")
     nst_init: str = _opt("scratch", "each student starts re-initialised (Xie et al.) or from its teacher's weights "
                                     "(far fewer student epochs needed)", ("scratch", "teacher"))
     nst_dropout: float = _opt(0.3, "student noise: dropout before the embedding projection")
@@ -254,7 +260,7 @@ def config_from_flat(values: dict[str, Any]) -> Config:
         section_name, f, kind = known[name]
         value = _coerce(name, value, kind)
         choices = f.metadata.get("choices")
-        if choices and value not in choices:
+        if choices and value is not None and value not in choices:
             raise UserError(f"setting '{name}' must be one of {', '.join(choices)}, got {value!r}")
         sections[section_name][name] = value
     config = Config(**{name: SECTIONS[name](**kw) for name, kw in sections.items()})
@@ -278,6 +284,10 @@ def validate(config: Config) -> None:
     _check(m.embedding_dim is None or m.embedding_dim >= 0, "--embedding-dim must be positive (or 0 for none)")
     _check(0 <= m.dropout < 1, f"--dropout must be in [0, 1), got {m.dropout}")
     _check(0 <= m.stochastic_depth < 1, f"--stochastic-depth must be in [0, 1), got {m.stochastic_depth}")
+    for flag, width, backbone in (("--width", m.width, m.backbone),
+                                  ("--nst-width", config.nst.nst_width, config.nst.nst_backbone or m.backbone)):
+        _check(width is None or width > 0, f"{flag} must be positive, got {width}")
+        _check(width in (None, 1) or backbone == "small-cnn", f"{flag} scales small-cnn only, not {backbone}")
     _check(o.lr > 0, f"--lr must be positive, got {o.lr}")
     _check(o.weight_decay >= 0, f"--weight-decay must be non-negative, got {o.weight_decay}")
     _check(t.epochs >= 1, f"--epochs must be at least 1, got {t.epochs}")

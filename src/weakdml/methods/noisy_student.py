@@ -5,7 +5,9 @@ Teacher–student (default): stage 0 trains a teacher with the MbDML3 loss on th
 the images whose NNGK probability max p ≥ ``--nst-threshold`` are kept, or with ``--nst-balance`` (default) that
 many images spread evenly over the predicted classes, most confident first (Xie et al.'s balancing); targets are hard
 (one-hot) or soft (the teacher's probabilities). The student is then re-initialised to the weights the teacher started
-from (random, or ``--pretrained``), or with ``--nst-init teacher`` keeps the teacher's weights, and trained with noise
+from (random, or ``--pretrained``), or with ``--nst-init teacher`` keeps the teacher's weights, or — a larger student,
+``--nst-backbone``/``--nst-width`` — is a new network of that architecture (its random start drawn from the seed
+alone, so the teacher's training is the same whatever the student), and trained with noise
 — strong augmentation (RandAugment + cutout), dropout ``--nst-dropout``, stochastic depth ``--nst-stochastic-depth``
 where the backbone has residual blocks — on labelled batches (MbDML3 loss), each
 with ``--unlabeled-ratio`` times as many pseudo-labelled images (cross-entropy of the NNGK classifier against the
@@ -20,14 +22,16 @@ Only predictions are used: the unlabelled part's labels are -1 and never read.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from weakdml.config import Config
+from weakdml.config import Config, ModelConfig
 from weakdml.data.types import TrainData
 from weakdml.errors import UserError
 from weakdml.methods.base import Batch
@@ -68,7 +72,13 @@ class MbDML4(MbDML3):
         if n_unlabeled == 0 and not self.online and cfg.nst.nst_rounds > 0:
             raise UserError("mbdml4 has no unlabelled images to pseudo-label: use --labeled-fraction below 1, add "
                             "--unlabeled-dir, or train mbdml3")
-        self.initial_weights = {k: v.clone() for k, v in model.state_dict().items()}  # a scratch student's start
+        self.teacher_cfg = cfg.model
+        self.student_cfg = dataclasses.replace(cfg.model, backbone=cfg.nst.nst_backbone or cfg.model.backbone,
+                                               width=cfg.nst.nst_width or cfg.model.width)
+        self._check_student()
+        self.network_is_student = False  # self.model has the students' architecture (a larger student only)
+        start = self._new_network(self.student_cfg) if self.larger_student else model
+        self.initial_weights = {k: v.clone() for k, v in start.state_dict().items()}  # a scratch student's start
         self.register_buffer("stage", torch.tensor(0))
         self.register_buffer("pseudo_targets", torch.zeros(n_unlabeled, classes))
         self.register_buffer("pseudo_mask", torch.zeros(n_unlabeled, dtype=torch.bool))
@@ -80,6 +90,47 @@ class MbDML4(MbDML3):
     @property
     def is_student(self) -> bool:
         return int(self.stage) > 0
+
+    @property
+    def larger_student(self) -> bool:
+        """The students are networks of another architecture than the teacher's (stage 0)."""
+        return self.student_cfg != self.teacher_cfg
+
+    def _check_student(self) -> None:
+        if not self.larger_student:
+            return
+        if self.online:
+            raise UserError("the online variant trains one network: --nst-backbone and --nst-width need "
+                            "--nst-variant teacher-student")
+        if self.cfg.nst.nst_init == "teacher":
+            raise UserError("a student of another architecture cannot start from its teacher's weights: use "
+                            "--nst-init scratch with --nst-backbone/--nst-width")
+        if self.cfg.model.pretrained:
+            raise UserError("--pretrained initialises the teacher's backbone; a student of another architecture "
+                            "(--nst-backbone/--nst-width) would start random: drop one of them")
+        if not self.cfg.model.embedding_dim:
+            raise UserError("teacher and student must embed into one space for the NNGK head: set --embedding-dim "
+                            "(e.g. 64) with --nst-backbone/--nst-width")
+
+    def _new_network(self, cfg: ModelConfig) -> EmbeddingNet:
+        """A network of ``cfg``'s architecture with this model's input normalisation, on its device; random weights
+        drawn from the run's seed in a private random stream."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.train.seed)
+            net = EmbeddingNet(cfg, self.model.mean.shape[1], self.data.labeled.images.shape[-1],
+                               self.model.mean.flatten(), self.model.std.flatten())
+        return net.to(self.device)
+
+    def _use_architecture(self, student: bool) -> None:
+        """Make ``self.model`` a network of the teacher's or the students' architecture (a larger student only)."""
+        if self.larger_student and self.network_is_student != student:
+            self.model = self._new_network(self.student_cfg if student else self.teacher_cfg)
+            self.network_is_student = student
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """A larger student's checkpoints hold the network of their stage: switch architecture before loading."""
+        self._use_architecture(student=int(state_dict["stage"]) > 0)
+        return super().load_state_dict(state_dict, strict, assign)
 
     def stages(self) -> list[int]:
         if self.online:
@@ -106,6 +157,7 @@ class MbDML4(MbDML3):
             log.warning(f"noisy student round {stage}: no unlabelled image reached max p ≥ {n.nst_threshold}; the "
                         f"student trains on the labelled part only (lower --nst-threshold to use unlabelled data)")
         if n.nst_init == "scratch":
+            self._use_architecture(student=True)
             self.model.load_state_dict(self.initial_weights)
             self.head.log_weights.zero_()
             self.head.log_sigma.fill_(math.log(self.cfg.nngk.sigma))

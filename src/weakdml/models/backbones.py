@@ -13,8 +13,6 @@ from torch import nn
 
 from weakdml.compat import import_torchvision
 
-BACKBONES = ("small-cnn", "resnet18", "resnet50", "googlenet")
-
 
 class SmallCNN(nn.Module):
     """Four Conv-BN-ReLU stages of 32, 64, 128 and 256 channels, each but the last followed by a 2×2 max-pool, then
@@ -96,10 +94,11 @@ def _googlenet(in_channels: int) -> tuple[nn.Module, int]:
 
 
 def build_backbone(name: str, in_channels: int, image_size: int, stochastic_depth: float = 0.0,
-                   small_stem: bool | None = None) -> tuple[nn.Module, int]:
-    """The named backbone and its feature size; ``small_stem`` None means: for images of 64 px or less."""
+                   small_stem: bool | None = None, width: float = 1.0) -> tuple[nn.Module, int]:
+    """The named backbone and its feature size; ``small_stem`` None means: for images of 64 px or less; ``width``
+    multiplies small-cnn's channels."""
     if name == "small-cnn":
-        net = SmallCNN(in_channels)
+        net = SmallCNN(in_channels, tuple(max(1, round(c * width)) for c in (32, 64, 128, 256)))
         return net, net.out_features
     if name in ("resnet18", "resnet50"):
         return _resnet(name, in_channels, image_size <= 64 if small_stem is None else small_stem, stochastic_depth)

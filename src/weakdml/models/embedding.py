@@ -21,7 +21,7 @@ class EmbeddingNet(nn.Module):
                  mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> None:
         super().__init__()
         self.backbone, features = build_backbone(cfg.backbone, in_channels, image_size, cfg.stochastic_depth,
-                                                 cfg.small_stem)
+                                                 cfg.small_stem, cfg.width)
         self.backbone.to(memory_format=torch.channels_last)
         self.dropout = nn.Dropout(cfg.dropout)  # p may be raised later (Noisy Student's noise)
         self.projection = nn.Linear(features, cfg.embedding_dim) if cfg.embedding_dim else nn.Identity()
