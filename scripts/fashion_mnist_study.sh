@@ -6,7 +6,8 @@
 # runs, but as several workers at once (each single-threaded, which uses 2 CPU cores better than one process):
 #   scripts/fashion_mnist_study.sh OUT [WORKERS]
 # The environment may change the protocol: METHODS=a,b,... (a subset), SEEDS="0 1 2", EPOCHS=10, NST_EPOCHS=10,
-# NST_AUGMENT=strong (the student's augmentation), NST_ROUNDS=1.
+# NST_AUGMENT=strong (the student's augmentation), NST_ROUNDS=1, NST_INIT=teacher, NST_WIDTH (e.g. 2: a student with twice
+# the channels; needs NST_INIT=scratch).
 # Each worker walks seeds then methods, skips finished runs, resumes interrupted ones, and takes a run only by
 # creating its lock directory, so workers never share a run. Afterwards:
 #   weakdml compare --table-only --out OUT --methods "$METHODS" --seeds 0-2 && weakdml plot OUT --what curves
@@ -17,7 +18,7 @@ WORKERS=${2:-2}
 METHODS=${METHODS:-"cross-entropy,mixup,contrastive,proxy-anchor,triplet,nngk,mbdml1,mbdml2,mbdml3,mbdml4"}
 SEEDS=${SEEDS:-"0 1 2"}
 FLAGS="--dataset fashion-mnist --epochs ${EPOCHS:-10} --lr 0.001 --nst-epochs ${NST_EPOCHS:-10} --unlabeled-ratio 3"
-FLAGS="$FLAGS --nst-init teacher --nst-augment ${NST_AUGMENT:-strong}"
+FLAGS="$FLAGS --nst-init ${NST_INIT:-teacher} ${NST_WIDTH:+--nst-width $NST_WIDTH} --nst-augment ${NST_AUGMENT:-strong}"
 FLAGS="$FLAGS --nst-rounds ${NST_ROUNDS:-1} --progress off"
 mkdir -p "$OUT/runs"
 

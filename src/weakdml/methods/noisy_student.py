@@ -76,8 +76,8 @@ class MbDML4(MbDML3):
         self.student_cfg = dataclasses.replace(cfg.model, backbone=cfg.nst.nst_backbone or cfg.model.backbone,
                                                width=cfg.nst.nst_width or cfg.model.width)
         self._check_student()
-        self.network_is_student = False  # self.model has the students' architecture (a larger student only)
-        start = self._new_network(self.student_cfg) if self.larger_student else model
+        self.network_is_student = False  # self.model has the students' architecture (when they differ)
+        start = self._new_network(self.student_cfg) if self.student_architecture_differs else model
         self.initial_weights = {k: v.clone() for k, v in start.state_dict().items()}  # a scratch student's start
         self.register_buffer("stage", torch.tensor(0))
         self.register_buffer("pseudo_targets", torch.zeros(n_unlabeled, classes))
@@ -92,12 +92,12 @@ class MbDML4(MbDML3):
         return int(self.stage) > 0
 
     @property
-    def larger_student(self) -> bool:
+    def student_architecture_differs(self) -> bool:
         """The students are networks of another architecture than the teacher's (stage 0)."""
         return self.student_cfg != self.teacher_cfg
 
     def _check_student(self) -> None:
-        if not self.larger_student:
+        if not self.student_architecture_differs:
             return
         if self.online:
             raise UserError("the online variant trains one network: --nst-backbone and --nst-width need "
@@ -122,8 +122,8 @@ class MbDML4(MbDML3):
         return net.to(self.device)
 
     def _use_architecture(self, student: bool) -> None:
-        """Make ``self.model`` a network of the teacher's or the students' architecture (a larger student only)."""
-        if self.larger_student and self.network_is_student != student:
+        """Make ``self.model`` a network of the teacher's or the students' architecture (when they differ)."""
+        if self.student_architecture_differs and self.network_is_student != student:
             self.model = self._new_network(self.student_cfg if student else self.teacher_cfg)
             self.network_is_student = student
 
