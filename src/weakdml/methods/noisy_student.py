@@ -128,7 +128,8 @@ class MbDML4(MbDML3):
             self.network_is_student = student
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """A larger student's checkpoints hold the network of their stage: switch architecture before loading."""
+        """With a student of another architecture, a checkpoint holds the network of its stage: switch to that
+        architecture before loading."""
         self._use_architecture(student=int(state_dict["stage"]) > 0)
         return super().load_state_dict(state_dict, strict, assign)
 
