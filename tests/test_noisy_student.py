@@ -267,3 +267,25 @@ def test_a_student_of_another_architecture_is_refused_where_it_cannot_work(overr
 def test_width_settings_are_checked(overrides, message):
     with pytest.raises(UserError, match=message):
         build_config(overrides=overrides)
+
+
+def test_a_finished_run_given_more_rounds_continues_as_if_it_had_them_from_the_start(tmp_path):
+    """``--resume RUN --nst-rounds N``: a finished run (here without any round, then with one) trains the added
+    rounds on its last student, to the same weights as a run that had them from the start; rounds cannot go."""
+    overrides = {"method": "mbdml4", "epochs": 2, "nst_epochs": 1, "nst_threshold": 0.3, "progress": "off",
+                 "snapshot_images": 0}
+    straight, grown = tmp_path / "straight", tmp_path / "grown"
+    run_module.train(build_config(overrides=overrides | {"nst_rounds": 2, "out": str(straight)}))
+    run_module.train(build_config(overrides=overrides | {"nst_rounds": 0, "out": str(grown)}))
+    run_module.resume(grown, {"nst_rounds": 1})
+    summary = run_module.resume(grown, {"nst_rounds": 2})
+    assert [json.loads(line)["stage"] for line in (grown / "metrics.jsonl").read_text().splitlines()] == [0, 0, 1, 2]
+    a, b = load_checkpoint(straight / "last.pt")["method"], load_checkpoint(grown / "last.pt")["method"]
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+    assert summary.metrics["test_accuracy"] == json.loads((straight / "final_metrics.json").read_text())[
+        "test_accuracy"]
+    with pytest.raises(UserError, match="only --nst-rounds may grow"):
+        run_module.resume(grown, {"nst_rounds": 1})
+    with pytest.raises(UserError, match="only --nst-rounds may grow"):
+        run_module.resume(grown, {"epochs": 3})

@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model; prints the test accuracy and the run directory")
     p.add_argument("--config", default=None, help="YAML file of settings (flags override it)")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue an interrupted run, or give a finished mbdml4 run more --nst-rounds")
     p.add_argument("--from-teacher", default=None, metavar="RUN_DIR",
                    help="mbdml4: a new student run on RUN_DIR's finished teacher (only --nst-* settings may differ)")
     _add_config_flags(p, tuple(SECTIONS))

@@ -27,7 +27,7 @@ from weakdml.models.embedding import EmbeddingNet, channel_stats
 from weakdml.models.pretrained import load_pretrained
 
 log = logging.getLogger("weakdml")
-RESUMABLE_SETTINGS = ("epochs", "device", "progress", "eval_batch_size")
+RESUMABLE_SETTINGS = ("epochs", "nst_rounds", "device", "progress", "eval_batch_size")
 
 
 @dataclass
@@ -74,7 +74,8 @@ def train(cfg: Config) -> RunSummary:
 
 
 def resume(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunSummary:
-    """Continue an interrupted run from its last checkpoint (only the settings in RESUMABLE_SETTINGS may change)."""
+    """Continue an interrupted run from its last checkpoint, or extend a finished one (more ``--nst-rounds``); only
+    the settings in RESUMABLE_SETTINGS may change."""
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "last.pt").is_file():
         raise UserError(f"{run_dir} is not a weakdml run directory with a checkpoint (config.yaml and last.pt)")
     cfg = build_config(run_dir / "config.yaml", overrides)
