@@ -269,16 +269,26 @@ def test_width_settings_are_checked(overrides, message):
         build_config(overrides=overrides)
 
 
-def test_a_finished_run_given_more_rounds_continues_as_if_it_had_them_from_the_start(tmp_path):
+def test_a_finished_run_given_more_rounds_continues_as_if_it_had_them_from_the_start(tmp_path, monkeypatch):
     """``--resume RUN --nst-rounds N``: a finished run (here without any round, then with one) trains the added
-    rounds on its last student, to the same weights as a run that had them from the start; rounds cannot go."""
+    rounds on its last student, to the same weights as a run that had them from the start; until they are done it
+    has no final metrics (a study would otherwise take it for finished); rounds cannot go."""
     overrides = {"method": "mbdml4", "epochs": 2, "nst_epochs": 1, "nst_threshold": 0.3, "progress": "off",
                  "snapshot_images": 0}
     straight, grown = tmp_path / "straight", tmp_path / "grown"
     run_module.train(build_config(overrides=overrides | {"nst_rounds": 2, "out": str(straight)}))
     run_module.train(build_config(overrides=overrides | {"nst_rounds": 0, "out": str(grown)}))
     run_module.resume(grown, {"nst_rounds": 1})
-    summary = run_module.resume(grown, {"nst_rounds": 2})
+
+    def crash(self, epoch):
+        raise Interrupt  # killed after the first epoch of the added round
+
+    monkeypatch.setattr(run_module.Trainer, "_snapshot", crash)
+    with pytest.raises(Interrupt):
+        run_module.resume(grown, {"nst_rounds": 2})
+    monkeypatch.undo()
+    assert not (grown / "final_metrics.json").exists()
+    summary = run_module.resume(grown)  # the interrupted extension goes on with its saved two rounds
     assert [json.loads(line)["stage"] for line in (grown / "metrics.jsonl").read_text().splitlines()] == [0, 0, 1, 2]
     a, b = load_checkpoint(straight / "last.pt")["method"], load_checkpoint(grown / "last.pt")["method"]
     for key, value in a.items():

@@ -129,6 +129,8 @@ def _fit(cfg: Config, run_dir: Path, resume: bool, teacher_dir: Path | None = No
     trainer = Trainer(cfg, method, data.val, data.test, run_dir)
     if resume:
         trainer.resume()
+        if trainer.start_epoch < trainer.total_epochs:  # given more rounds, a finished run is unfinished again
+            (run_dir / "final_metrics.json").unlink(missing_ok=True)
         log.info(f"resumed {run_dir} at epoch {trainer.start_epoch + 1}")
     elif teacher_dir:
         trainer.start_from_teacher(teacher_dir)
