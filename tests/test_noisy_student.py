@@ -272,7 +272,8 @@ def test_width_settings_are_checked(overrides, message):
 def test_a_finished_run_given_more_rounds_continues_as_if_it_had_them_from_the_start(tmp_path, monkeypatch):
     """``--resume RUN --nst-rounds N``: a finished run (here without any round, then with one) trains the added
     rounds on its last student, to the same weights as a run that had them from the start; until they are done it
-    has no final metrics (a study would otherwise take it for finished); rounds cannot go."""
+    has no final metrics (a study would otherwise take it for finished), those of the shorter run are kept under
+    another name; rounds cannot go."""
     overrides = {"method": "mbdml4", "epochs": 2, "nst_epochs": 1, "nst_threshold": 0.3, "progress": "off",
                  "snapshot_images": 0}
     straight, grown = tmp_path / "straight", tmp_path / "grown"
@@ -288,6 +289,7 @@ def test_a_finished_run_given_more_rounds_continues_as_if_it_had_them_from_the_s
         run_module.resume(grown, {"nst_rounds": 2})
     monkeypatch.undo()
     assert not (grown / "final_metrics.json").exists()
+    assert json.loads((grown / "final_metrics-3-epochs.json").read_text())["best_epoch"] in (0, 1, 2)
     summary = run_module.resume(grown)  # the interrupted extension goes on with its saved two rounds
     assert [json.loads(line)["stage"] for line in (grown / "metrics.jsonl").read_text().splitlines()] == [0, 0, 1, 2]
     a, b = load_checkpoint(straight / "last.pt")["method"], load_checkpoint(grown / "last.pt")["method"]

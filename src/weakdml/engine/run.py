@@ -129,8 +129,9 @@ def _fit(cfg: Config, run_dir: Path, resume: bool, teacher_dir: Path | None = No
     trainer = Trainer(cfg, method, data.val, data.test, run_dir)
     if resume:
         trainer.resume()
-        if trainer.start_epoch < trainer.total_epochs:  # given more rounds, a finished run is unfinished again
-            (run_dir / "final_metrics.json").unlink(missing_ok=True)
+        finished = run_dir / "final_metrics.json"
+        if finished.is_file() and trainer.start_epoch < trainer.total_epochs:  # a finished run given more rounds:
+            finished.replace(run_dir / f"final_metrics-{trainer.start_epoch}-epochs.json")  # unfinished again
         log.info(f"resumed {run_dir} at epoch {trainer.start_epoch + 1}")
     elif teacher_dir:
         trainer.start_from_teacher(teacher_dir)
