@@ -89,6 +89,14 @@ def test_resume_of_a_teacher_student_run_keeps_its_epochs(capsys, tmp_path):
     assert "cannot change lr when resuming" in run_error(capsys, ["train", "--resume", str(run), "--lr", "0.5"])
 
 
+def test_resume_cannot_take_back_trained_epochs(capsys, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--method", "nngk", "--epochs", "2", "--out", str(run), "--progress", "off",
+                 "--snapshot-images", "0"]) == 0
+    capsys.readouterr()
+    assert "has trained 2 epochs" in run_error(capsys, ["train", "--resume", str(run), "--epochs", "1"])
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(capsys, tmp_path, monkeypatch):
     original = NNGK.training_step
 

@@ -273,8 +273,8 @@ def test_a_finished_run_given_more_rounds_continues_as_if_it_had_them_from_the_s
     """``--resume RUN --nst-rounds N``: a finished run (here without any round, then with one) trains the added
     rounds on its last student, to the same weights as a run that had them from the start; until they are done it
     has no final metrics (a study would otherwise take it for finished), those of the shorter run are kept under
-    another name; rounds cannot go."""
-    overrides = {"method": "mbdml4", "epochs": 2, "nst_epochs": 1, "nst_threshold": 0.3, "progress": "off",
+    another name; rounds cannot go, and a refused resume leaves the run's settings as they were."""
+    overrides = {"method": "mbdml4", "epochs": 2, "nst_epochs": 2, "nst_threshold": 0.3, "progress": "off",
                  "snapshot_images": 0}
     straight, grown = tmp_path / "straight", tmp_path / "grown"
     run_module.train(build_config(overrides=overrides | {"nst_rounds": 2, "out": str(straight)}))
@@ -289,15 +289,26 @@ def test_a_finished_run_given_more_rounds_continues_as_if_it_had_them_from_the_s
         run_module.resume(grown, {"nst_rounds": 2})
     monkeypatch.undo()
     assert not (grown / "final_metrics.json").exists()
-    assert json.loads((grown / "final_metrics-3-epochs.json").read_text())["best_epoch"] in (0, 1, 2)
+    assert json.loads((grown / "final_metrics-4-epochs.json").read_text())["best_epoch"] in range(4)
     summary = run_module.resume(grown)  # the interrupted extension goes on with its saved two rounds
-    assert [json.loads(line)["stage"] for line in (grown / "metrics.jsonl").read_text().splitlines()] == [0, 0, 1, 2]
+    stages = [json.loads(line)["stage"] for line in (grown / "metrics.jsonl").read_text().splitlines()]
+    assert stages == [0, 0, 1, 1, 2, 2]
     a, b = load_checkpoint(straight / "last.pt")["method"], load_checkpoint(grown / "last.pt")["method"]
     for key, value in a.items():
         assert torch.equal(value, b[key]), key
     assert summary.metrics["test_accuracy"] == json.loads((straight / "final_metrics.json").read_text())[
         "test_accuracy"]
-    with pytest.raises(UserError, match="only --nst-rounds may grow"):
-        run_module.resume(grown, {"nst_rounds": 1})
-    with pytest.raises(UserError, match="only --nst-rounds may grow"):
-        run_module.resume(grown, {"epochs": 3})
+    settings = (grown / "config.yaml").read_text()
+    for refused in ({"nst_rounds": 1}, {"epochs": 3}):
+        with pytest.raises(UserError, match="only --nst-rounds may grow"):
+            run_module.resume(grown, refused)
+        assert (grown / "config.yaml").read_text() == settings
+
+
+@pytest.mark.parametrize("overrides", [{"method": "nngk"}, {"method": "mbdml4", "nst_variant": "online"}])
+def test_more_rounds_are_refused_where_there_are_no_rounds(tmp_path, overrides):
+    run = tmp_path / "run"
+    run_module.train(build_config(overrides=overrides | {"epochs": 1, "out": str(run), "progress": "off",
+                                                         "snapshot_images": 0}))
+    with pytest.raises(UserError, match="adds teacher -> student rounds"):
+        run_module.resume(run, {"nst_rounds": 3})

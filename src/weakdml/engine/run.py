@@ -82,6 +82,10 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunSummary
     changed = _changed_settings(build_config(run_dir / "config.yaml"), cfg, RESUMABLE_SETTINGS)
     if changed:
         raise UserError(f"cannot change {', '.join(changed)} when resuming; only {', '.join(RESUMABLE_SETTINGS)}")
+    if overrides and "nst_rounds" in overrides and (cfg.train.method, cfg.nst.nst_variant) != ("mbdml4",
+                                                                                             "teacher-student"):
+        raise UserError(f"--nst-rounds adds teacher -> student rounds to an mbdml4 teacher-student run; {run_dir} "
+                        f"is a {cfg.train.method} run" + (" (online variant)" if cfg.train.method == "mbdml4" else ""))
     return _fit(cfg, run_dir, resume=True)
 
 
@@ -124,8 +128,6 @@ def _fit(cfg: Config, run_dir: Path, resume: bool, teacher_dir: Path | None = No
     method = build_method(cfg, data, device)
     run_dir.mkdir(parents=True, exist_ok=True)
     _attach_log_file(run_dir)
-    cfg.save(run_dir / "config.yaml")
-    data.split.save(run_dir / "split.json")
     trainer = Trainer(cfg, method, data.val, data.test, run_dir)
     if resume:
         trainer.resume()
@@ -140,6 +142,8 @@ def _fit(cfg: Config, run_dir: Path, resume: bool, teacher_dir: Path | None = No
         log.info(f"training {cfg.train.method} on {cfg.data.dataset}: {len(data.train.labeled)} labelled, "
                  f"{len(data.val)} validation, {len(data.train.unlabeled)} unlabelled, {len(data.test)} test; "
                  f"device {device}; run directory {run_dir}")
+    cfg.save(run_dir / "config.yaml")  # after the checks of a resumed run: a refused one keeps its settings
+    data.split.save(run_dir / "split.json")
     trainer.fit()
     metrics = final_metrics(method, data, run_dir)
     metrics["train_seconds"] = sum(row["seconds"] for row in trainer.log.rows())  # over every session of the run

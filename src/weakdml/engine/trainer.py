@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -111,7 +110,7 @@ class Trainer:
         if missing:
             raise UserError(f"{self.run_dir / 'last.pt'} lacks {', '.join(sorted(missing))}: it was written by "
                             f"another version of weakdml and cannot be resumed; start a new run")
-        self._check_stages(state.get("stage_starts", self.stage_starts))
+        self._check_stages(state.get("stage_starts", self.stage_starts), trained=state["epoch"] + 1)
         self.method.load_state_dict(state["method"])
         self._new_optimizer(self.stage_of(state["epoch"]))
         self.optimizer.load_state_dict(state["optimizer"])
@@ -123,17 +122,18 @@ class Trainer:
         self.start_epoch = state["epoch"] + 1
         self.log.truncate_after(state["epoch"])
 
-    def _check_stages(self, saved: list[int]) -> None:
-        """A resumed run keeps its stages (``saved``: their starts and the last one's end); the last one's end may
-        move (more ``--epochs`` for a one-stage run) and stages may follow it (more ``--nst-rounds``)."""
+    def _check_stages(self, saved: list[int], trained: int) -> None:
+        """A resumed run keeps its stages (``saved``: their starts and the last one's end) and the ``trained`` epochs;
+        the last stage's end may move (``--epochs`` of a one-stage run) and stages may follow it (``--nst-rounds``)."""
         now, kept = self.stage_starts, len(saved) - 1
         added = len(now) > len(saved)
-        if len(now) < len(saved) or saved[:-1] != now[:kept] or (added and saved[-1] != now[kept]):
-            raise UserError(f"cannot resume this run with stages starting at epochs {now[:-1]}: it has "
-                            f"{saved[:-1]} (ending at {saved[-1]}); only --nst-rounds may grow, and --epochs change "
-                            f"for a one-stage run")
-        if kept == 1 and self.multi_stage and not (self.run_dir / "best-stage0.pt").is_file():
-            shutil.copyfile(self.run_dir / "best.pt", self.run_dir / "best-stage0.pt")  # it had one stage
+        if (len(now) < len(saved) or saved[:-1] != now[:kept] or (added and saved[-1] != now[kept])
+                or now[-1] < trained):
+            raise UserError(f"cannot resume this run with stages starting at epochs {now[:-1]} and ending at "
+                            f"{now[-1]}: it has {saved[:-1]}, ending at {saved[-1]}, and has trained {trained} "
+                            f"epochs; only --nst-rounds may grow, and --epochs of a one-stage run")
+        if kept == 1 and self.multi_stage and not (self.run_dir / "best-stage0.pt").is_file():  # it had one stage
+            save_atomic(load_checkpoint(self.run_dir / "best.pt"), self.run_dir / "best-stage0.pt")
 
     def start_from_teacher(self, teacher_dir: Path) -> None:
         """Begin at the first student epoch with another run's finished teacher (its stage 0: metrics rows and
