@@ -13,8 +13,8 @@ from weakdml.cli import main
 from weakdml.config import build_config
 from weakdml.engine.run import train
 from weakdml.plots import make_plots
-from weakdml.plots.curves import plot_curves
-from weakdml.plots.runs import find_runs, first_of_each_method
+from weakdml.plots.curves import plot_curves, round_starts
+from weakdml.plots.runs import RunInfo, find_runs, first_of_each_method
 from weakdml.plots.tsne import align, pick_frames, tsne_2d
 
 EPOCHS = 3
@@ -91,6 +91,15 @@ def test_curves_of_two_methods_and_seeds(run_dir, tmp_path):
             *find_runs(fake_run(run_dir, tmp_path / "b", "mbdml3", seed=1)),
             *find_runs(fake_run(run_dir, tmp_path / "c", "nngk", seed=0, drop_train_accuracy=True))]
     assert_image(plot_curves(runs, tmp_path / "curves.png"), "PNG", (800, 250))
+
+
+def test_round_starts_are_the_first_epochs_of_later_stages_over_all_runs():
+    def run(stages: list[int]) -> RunInfo:
+        return RunInfo(Path("r"), "mbdml4", "digits", 0, [{"epoch": e, "stage": s} for e, s in enumerate(stages)])
+
+    assert round_starts([run([0, 0, 1, 1, 2]), run([0, 1, 1, 2, 2, 3]), run([0, 0])]) == {2: 1, 4: 2, 1: 1, 3: 2,
+                                                                                         5: 3}
+    assert round_starts([RunInfo(Path("r"), "nngk", "digits", 0, [{"epoch": 0}, {"epoch": 1}])]) == {}
 
 
 def test_comparison_directory_draws_curves_of_all_runs_and_picks_the_first_seed(run_dir, tmp_path):

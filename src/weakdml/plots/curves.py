@@ -1,5 +1,6 @@
 """Accuracy per epoch, one panel per split (train | validation | test), one colour per method; seeds of a method are
-drawn as their mean with a shaded ± std band (as in the MbDML paper's "Train | Test" figures)."""
+drawn as their mean with a shaded ± std band (as in the MbDML paper's "Train | Test" figures). Where a run has
+Noisy Student rounds, a dotted line marks the epoch each round begins."""
 
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ def accuracy_table(runs: list[RunInfo], key: str) -> np.ndarray:
     return table
 
 
+def round_starts(runs: list[RunInfo]) -> dict[int, int]:
+    """{epoch: round} of the first epoch of every stage after the first (Noisy Student rounds), over the runs."""
+    starts: dict[int, int] = {}
+    for run in runs:
+        stage_of = {row["epoch"]: row.get("stage", 0) for row in run.rows}
+        starts |= {e: s for e, s in stage_of.items() if s > 0 and stage_of.get(e - 1) != s}
+    return starts
+
+
 def plot_curves(runs: list[RunInfo], path: Path) -> Path:
     """Write the accuracy curves of runs (of one or more methods and seeds) to a PNG."""
     methods = list(dict.fromkeys(run.method for run in runs))
@@ -47,6 +57,10 @@ def plot_curves(runs: list[RunInfo], path: Path) -> Path:
             ax.plot(epochs, mean, color=colour, lw=1.8, label=method + (f" ({n} seeds)" if n > 1 else ""))
             if n > 1:
                 ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2, lw=0)
+        for epoch, stage in round_starts(runs).items():  # drawn between the epoch before it and its own (1-based)
+            ax.axvline(epoch + 0.5, color="grey", ls=":", lw=1)
+            ax.annotate(f"round {stage}", (epoch + 0.5, 1), xycoords=("data", "axes fraction"), xytext=(2, -2),
+                        textcoords="offset points", va="top", fontsize=7, color="grey")
         ax.set_title(SPLITS[key])
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
