@@ -137,6 +137,13 @@ def test_compare_end_to_end_skips_finished_and_resumes_interrupted(tmp_path, mon
     # Other settings in the same folder would mix two studies in one table.
     assert main(args + ["--lr", "0.01"]) == 2
     assert "other settings: lr=0.001 (now 0.01)" in capsys.readouterr().err
+    # A table put together from runs of other settings (by hand, or a run extended) says so.
+    config = runs / "cross-entropy-s1" / "config.yaml"
+    config.write_text(config.read_text().replace("lr: 0.001", "lr: 0.01"))
+    assert main(["compare", "--table-only", "--out", str(out)]) == 0
+    warning = capsys.readouterr().err
+    assert "the cross-entropy runs were trained with different settings, which the table mixes: lr (0.001, 0.01)" \
+        in warning and "nngk" not in warning
 
     # The paper's figures of the comparison: curves of every method, t-SNE and the four spaces of the NNGK run.
     assert main(["plot", str(out), "--what", "curves,tsne,spaces"]) == 0

@@ -104,6 +104,15 @@ def read_result(directory: Path, seed: int) -> SeedResult | None:
                       float(metrics.get("train_seconds", math.nan)))
 
 
+def mixed_settings(out: Path, method: str, seeds: list[int]) -> list[str]:
+    """The settings in which a method's runs (of the given seeds, where they exist) differ, as 'name (a, b)'."""
+    files = [run_dir(out, method, seed) / "config.yaml" for seed in seeds]
+    found = [_flat(build_config(file)) for file in files if file.is_file()]
+    names = sorted({k for settings in found for k in settings} - {"seed"})
+    values = {k: list(dict.fromkeys(repr(settings.get(k)) for settings in found)) for k in names}
+    return [f"{k} ({', '.join(v)})" for k, v in values.items() if len(v) > 1]
+
+
 def collect(out: Path, methods: list[str], seeds: list[int]) -> list[MethodRow]:
     """One row per method (in the given order) with its finished seeds and the seeds still missing."""
     rows = []
@@ -132,6 +141,10 @@ def compare(out: Path, methods: list[str] | None, seeds: list[int] | None, confi
         if methods is None or seeds is None:
             found_methods, found_seeds = discover(out)
             methods, seeds = methods or found_methods, seeds or found_seeds
+        for method in methods:  # runs put together by hand (or extended) may not share their settings
+            if differ := mixed_settings(out, method, seeds):
+                log.warning(f"the {method} runs were trained with different settings, which the table mixes: "
+                            f"{'; '.join(differ)}")
     else:
         if methods is None or seeds is None:
             raise UserError("give --methods and --seeds (e.g. --methods nngk,mixup --seeds 0-9), or --table-only")
