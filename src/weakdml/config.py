@@ -113,7 +113,8 @@ class NSTConfig:
     nst_variant: str = _opt("teacher-student", "Noisy Student as teacher/student rounds, or the original's online "
                                                "variant (one network labels each unlabelled batch)",
                             ("teacher-student", "online"))
-    nst_rounds: int = _opt(1, "teacher -> student rounds (each student is the next teacher)")
+    nst_rounds: int = _opt(1, "teacher -> student rounds (each student is the next teacher); with --resume, more "
+                              "rounds for a finished run")
     nst_epochs: int | None = _opt(None, "epochs of each student (default: --epochs)")
     nst_threshold: float = _opt(0.9, "keep an unlabelled image when the teacher's max probability reaches this")
     nst_soft: bool = _opt(False, "train students on the teacher's probabilities instead of hard labels")
