@@ -110,7 +110,10 @@ class Trainer:
         if missing:
             raise UserError(f"{self.run_dir / 'last.pt'} lacks {', '.join(sorted(missing))}: it was written by "
                             f"another version of weakdml and cannot be resumed; start a new run")
-        self._check_stages(state.get("stage_starts", self.stage_starts), trained=state["epoch"] + 1)
+        saved_stages = state.get("stage_starts", self.stage_starts)
+        self._check_stages(saved_stages, trained=state["epoch"] + 1)
+        if len(saved_stages) == 2 and self.multi_stage and not (self.run_dir / "best-stage0.pt").is_file():
+            save_atomic(load_checkpoint(self.run_dir / "best.pt"), self.run_dir / "best-stage0.pt")  # had one stage
         self.method.load_state_dict(state["method"])
         self._new_optimizer(self.stage_of(state["epoch"]))
         self.optimizer.load_state_dict(state["optimizer"])
@@ -132,8 +135,6 @@ class Trainer:
             raise UserError(f"cannot resume this run with stages starting at epochs {now[:-1]} and ending at "
                             f"{now[-1]}: it has {saved[:-1]}, ending at {saved[-1]}, and has trained {trained} "
                             f"epochs; only --nst-rounds may grow, and --epochs of a one-stage run")
-        if kept == 1 and self.multi_stage and not (self.run_dir / "best-stage0.pt").is_file():  # it had one stage
-            save_atomic(load_checkpoint(self.run_dir / "best.pt"), self.run_dir / "best-stage0.pt")
 
     def start_from_teacher(self, teacher_dir: Path) -> None:
         """Begin at the first student epoch with another run's finished teacher (its stage 0: metrics rows and

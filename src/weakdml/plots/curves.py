@@ -44,6 +44,7 @@ def plot_curves(runs: list[RunInfo], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(splits), figsize=(4.8 * len(splits), 4.2), sharey=True, squeeze=False)
     palette = colours(len(methods))
     plotted: list[float] = []
+    rounds = round_starts(runs)
     for ax, key in zip(axes[0], splits):
         for colour, method in zip(palette, methods):
             table = accuracy_table(groups[method], key)
@@ -57,7 +58,7 @@ def plot_curves(runs: list[RunInfo], path: Path) -> Path:
             ax.plot(epochs, mean, color=colour, lw=1.8, label=method + (f" ({n} seeds)" if n > 1 else ""))
             if n > 1:
                 ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2, lw=0)
-        for epoch, stage in round_starts(runs).items():  # drawn between the epoch before it and its own (1-based)
+        for epoch, stage in rounds.items():  # drawn between the epoch before it and its own (1-based)
             ax.axvline(epoch + 0.5, color="grey", ls=":", lw=1)
             ax.annotate(f"round {stage}", (epoch + 0.5, 1), xycoords=("data", "axes fraction"), xytext=(2, -2),
                         textcoords="offset points", va="top", fontsize=7, color="grey")
