@@ -7,6 +7,7 @@ import math
 
 import pytest
 from scipy.stats import ttest_ind
+from tiny import Interrupt
 
 from weakdml.cli import main
 from weakdml.engine import compare as compare_module
@@ -74,9 +75,6 @@ def test_parse_seeds_and_methods():
     with pytest.raises(UserError, match="unknown method.*nope.*choose from.*nngk"):
         compare_module.parse_methods("nngk,nope")
 
-
-class Interrupt(Exception):
-    pass
 
 
 def test_compare_end_to_end_skips_finished_and_resumes_interrupted(tmp_path, monkeypatch, capsys):

@@ -51,4 +51,10 @@ def test_bad_yaml_files(tmp_path):
 
 
 def test_defaults():
-    assert build_config() == Config()
+    """The documented defaults: the original's batch 32, K 200, c_tau 0.8 and online start epoch 20; weakdml's own
+    σ 0.3 and bank refreshed every epoch (the original's σ 10 and 5 suit unnormalised features, see the README)."""
+    cfg = build_config()
+    assert cfg == Config()
+    assert (cfg.train.batch_size, cfg.nngk.neighbours, cfg.nst.c_tau, cfg.nst.nst_start) == (32, 200, 0.8, 20)
+    assert (cfg.nngk.sigma, cfg.nngk.update_interval, cfg.mixup.scale_mixup) == (0.3, 1, None)
+    assert (cfg.data.labeled_fraction, cfg.data.val_fraction, cfg.data.dataset) == (0.1, 0.2, "digits")

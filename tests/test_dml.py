@@ -9,10 +9,8 @@ import torch
 from pytorch_metric_learning import losses, miners
 from tiny import tiny_method
 
-from weakdml.config import build_config
 from weakdml.data.samplers import batch_shape, m_per_class_batches
 from weakdml.engine.optim import build_optimizer
-from weakdml.engine.run import train
 from weakdml.errors import UserError
 from weakdml.methods import Batch
 from weakdml.methods.dml import DMLMethod
@@ -157,11 +155,3 @@ def test_predictions_use_a_bank_of_the_current_network():
     assert not torch.allclose(bank, current)  # the step moved the network away from the bank
     torch.testing.assert_close(scores, m.head.query_log_scores(current, centres=current))
     assert torch.equal(m.head.centres, bank)  # the training bank is left as it is
-
-
-# -- training --------------------------------------------------------------------------------------------------------
-def test_contrastive_training_on_digits_beats_chance_clearly(tmp_path):
-    cfg = build_config(overrides={"method": "contrastive", "epochs": 2, "labeled_fraction": 0.5, "input_size": 8,
-                                  "snapshot_images": 0, "progress": "off", "out": str(tmp_path / "run")})
-    accuracy = train(cfg).metrics["test_accuracy"]
-    assert accuracy > 0.7, accuracy  # chance: 0.1; measured 0.90 (seed 0)

@@ -70,6 +70,16 @@ def test_knn_search_matches_brute_force(exclude_self, chunks):
         assert not (i == torch.arange(120).unsqueeze(1)).any()
 
 
+def test_knn_search_is_exact_inside_autocast():
+    """Training calls the search under mixed precision; a bfloat16 product would reorder close neighbours."""
+    x, _ = blobs(300, 64, seed=4)
+    r = blobs(2000, 64, seed=5)[0]
+    plain = knn_search(x, r, 50)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = knn_search(x, r, 50)
+    assert torch.equal(plain[1], inside[1]) and torch.equal(plain[0], inside[0])
+
+
 def test_knn_search_finds_duplicates_but_not_self():
     x, _ = blobs(40, 3, seed=3)
     x = torch.cat([x, x[:10]])  # rows 40..49 duplicate rows 0..9

@@ -6,7 +6,8 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from test_nngk import loop_class_log_scores
+from scipy import stats
+from test_nngk import bank_neighbours, loop_class_log_scores
 from tiny import tiny_method
 
 from weakdml.methods import Batch
@@ -26,16 +27,6 @@ def tiny(method: str, **overrides):
 def reference_nll(head, z, neighbours, labels):
     scores = loop_class_log_scores(z, head.centres, head.centre_labels, head.log_weights, neighbours, head.sigma, 3)
     return F.cross_entropy(scores, labels)
-
-
-def bank_neighbours(head, z, exclude):
-    """The K nearest centres of each row by brute force, without the excluded ones."""
-    rows = []
-    for b in range(len(z)):
-        order = [j for j in torch.cdist(z[b:b + 1].detach(), head.centres)[0].argsort().tolist()
-                 if j not in exclude[b]]
-        rows.append(order[:head.k])
-    return torch.tensor(rows)
 
 
 def draws(m, batch):
@@ -60,8 +51,18 @@ def test_lambda_draws():
     assert sample_lambda(0, torch.Generator()) == 1.0
     a = [sample_lambda(1.0, torch.Generator().manual_seed(3)) for _ in range(2)]
     assert a[0] == a[1] and 0 < a[0] < 1
+    g = torch.Generator().manual_seed(4)
+    draws = [sample_lambda(0.4, g) for _ in range(3000)]
+    assert stats.kstest(draws, stats.beta(0.4, 0.4).cdf).pvalue > 0.01  # λ ~ Beta(α, α)
     x = torch.arange(6.0).view(3, 2)
     assert torch.equal(mix(x, 0.25, torch.tensor([2, 0, 1])), 0.25 * x + 0.75 * x[[2, 0, 1]])
+
+
+def test_scale_mixup_defaults_follow_the_original_commands():
+    """The original README's commands: scale_mixup 2 for MbDML1–3, 1 for MbDML4; a given value wins."""
+    for method, default in (("mbdml1", 2.0), ("mbdml2", 2.0), ("mbdml3", 2.0), ("mbdml4", 1.0)):
+        assert tiny_method(method, 6, 3, n_unlabeled=3)[0].scale_mixup == default
+        assert tiny_method(method, 6, 3, n_unlabeled=3, scale_mixup=0.5)[0].scale_mixup == 0.5
 
 
 def test_mixup_loss_equals_reference():

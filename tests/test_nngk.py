@@ -1,10 +1,15 @@
-"""The vectorised NNGK head against a plain per-sample loop (values and gradients), and its bank logic."""
+"""The vectorised NNGK head against a plain per-sample loop (values and gradients), its bank logic and refresh
+schedule, and NNGK evaluation against a per-image reference."""
 
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+from tiny import tiny_method
 
+from weakdml.data.types import ImageSet
+from weakdml.engine.trainer import evaluate_accuracy
 from weakdml.methods import nngk_head
 from weakdml.methods.nngk_head import ABSENT_CLASS_GAP, NNGKHead, all_centres_log_scores, class_log_scores
 
@@ -23,6 +28,23 @@ def loop_class_log_scores(z, centres, labels, log_weights, neighbours, sigma, nu
         best = max(v.detach() for v in logs)
         rows.append(torch.stack([torch.maximum(v, best - ABSENT_CLASS_GAP) for v in logs]))
     return torch.stack(rows)
+
+
+def bank_neighbours(head, z, exclude):
+    """The K nearest centres of each row by brute force, without the excluded ones."""
+    rows = []
+    for b in range(len(z)):
+        order = [j for j in torch.cdist(z[b:b + 1].detach(), head.centres)[0].argsort().tolist()
+                 if j not in exclude[b]]
+        rows.append(order[:head.k])
+    return torch.tensor(rows)
+
+
+def kernel_scores_reference(head, z):
+    """Kernel class log-scores of embeddings over their K nearest centres of the bank, by brute force (float64)."""
+    neighbours = bank_neighbours(head, z, [[] for _ in range(len(z))])
+    return loop_class_log_scores(z, head.centres, head.centre_labels, head.log_weights, neighbours, head.sigma,
+                                 head.num_classes)
 
 
 def random_problem(seed, b=6, n=40, d=5, k=12, c=4):
@@ -125,3 +147,42 @@ def test_centres_that_require_gradients_are_refused():
     z, centres, labels, w, nbr, sigma, c = random_problem(0)
     with pytest.raises(ValueError, match="centres are constants"):
         class_log_scores(z, centres.requires_grad_(), labels, w, nbr, sigma, c)
+
+
+def test_bank_is_refreshed_every_update_interval_epochs():
+    """METHODS.md §1: the centres are re-embedded at epochs 0, k, 2k, ... and stay as they were in between; a reset
+    bank (a new noisy student) is rebuilt at the next epoch whatever the schedule."""
+    m, g = tiny_method("nngk", 12, 3, update_interval=3)
+    m.on_epoch_start(0)
+    first = m.head.centres.clone()
+    torch.testing.assert_close(first, m.embed_all(m.data.labeled.images))
+    with torch.no_grad():
+        m.model.projection.weight.add_(torch.randn(m.model.projection.weight.shape, generator=g))
+    moved = m.embed_all(m.data.labeled.images)
+    assert not torch.allclose(moved, first)
+    for epoch in (1, 2):
+        m.on_epoch_start(epoch)
+        assert torch.equal(m.head.centres, first) and int(m.head.refreshed_at) == 0
+    m.on_epoch_start(3)
+    torch.testing.assert_close(m.head.centres, moved)
+    assert int(m.head.refreshed_at) == 3
+    with torch.no_grad():
+        m.model.projection.weight.mul_(-1)
+    m.head.refreshed_at.fill_(-1)
+    m.on_epoch_start(4)
+    torch.testing.assert_close(m.head.centres, m.embed_all(m.data.labeled.images))
+
+
+def test_evaluation_equals_a_per_image_reference_with_a_partial_last_batch():
+    """Accuracy and NLL over every image, each classified on its own by the brute-force kernel classifier over the
+    labelled images embedded by the current model; 13 and 7 images in batches of 5."""
+    m, g = tiny_method("nngk", 12, 3, neighbours=5, sigma=0.7, eval_batch_size=5)
+    m.on_epoch_start(0)
+    m.head.log_weights.data.normal_(0, 0.3, generator=g)
+    parts = [ImageSet(torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g),
+                      torch.randint(0, 3, (n,), generator=g)) for n in (13, 7)]
+    for part, result in zip(parts, evaluate_accuracy(m, *parts)):
+        scores = torch.cat([kernel_scores_reference(m.head, m.embed_all(part.images[i:i + 1]))
+                            for i in range(len(part))])
+        assert result.accuracy == pytest.approx((scores.argmax(1) == part.labels).double().mean().item())
+        assert result.loss == pytest.approx(F.cross_entropy(scores, part.labels).item(), rel=1e-5)

@@ -6,6 +6,9 @@ import logging
 
 import pytest
 import torch
+import torch.nn.functional as F
+from test_nngk import kernel_scores_reference, loop_class_log_scores
+from tiny import Interrupt, metric_rows, tiny_method
 
 from weakdml.config import build_config
 from weakdml.data.prepare import prepare_data
@@ -13,6 +16,7 @@ from weakdml.data.types import ImageSet, TrainData
 from weakdml.engine import run as run_module
 from weakdml.engine.checkpoint import load_checkpoint
 from weakdml.errors import UserError
+from weakdml.methods import Batch
 from weakdml.methods.noisy_student import MbDML4, select_pseudo_labels, soft_cross_entropy
 from weakdml.models.backbones import DropPath
 
@@ -23,6 +27,14 @@ def test_select_pseudo_labels_threshold_and_balance():
     # 4 reach the threshold: balanced, each predicted class gets its 2 most confident, whatever their confidence
     assert select_pseudo_labels(probs, 0.9, balance=True).tolist() == [False, True, True, True, True, False]
     assert not select_pseudo_labels(probs, 1.5, balance=True).any()
+    # exactly n: 2 reach 0.96, one per class; 5 reach 0.8, two per class and the most confident of the rest
+    assert select_pseudo_labels(probs, 0.96, balance=True).tolist() == [False, False, True, False, True, False]
+    assert select_pseudo_labels(probs, 0.8, balance=True).tolist() == [True, True, True, True, True, False]
+    # all 6 reach 0.5: class 1, predicted twice, keeps both and class 0 fills its third place; 1 over 3 classes: the
+    # most confident image
+    assert select_pseudo_labels(probs, 0.5, balance=True).all()
+    three = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.85, 0.05], [0.3, 0.3, 0.4]])
+    assert select_pseudo_labels(three, 0.8, balance=True).tolist() == [False, True, False]
 
 
 def test_soft_cross_entropy_equals_cross_entropy_on_one_hot():
@@ -30,6 +42,97 @@ def test_soft_cross_entropy_equals_cross_entropy_on_one_hot():
     labels = torch.tensor([0, 2, 1, 1, 0])
     torch.testing.assert_close(soft_cross_entropy(scores, torch.eye(3)[labels]),
                                torch.nn.functional.cross_entropy(scores, labels))
+
+
+def tiny_mbdml4(**overrides):
+    """MbDML4 on 12 labelled and 30 unlabelled random images, its bank built and its kernel weights random."""
+    m, g = tiny_method("mbdml4", 12, 3, n_unlabeled=30, **{"neighbours": 5, "sigma": 0.7, **overrides})
+    m.on_epoch_start(0)
+    m.head.log_weights.data.normal_(0, 0.3, generator=g)
+    return m
+
+
+@pytest.mark.parametrize("soft,balance", [(False, True), (True, False)])
+def test_student_pseudo_labels_and_loss_equal_reference(soft, balance):
+    """The student's targets are the teacher's kernel predictions (one-hot or its probabilities) on the images the
+    selection rule keeps; its loss is the MbDML3 loss plus scale_nst x the cross-entropy of its kernel scores on a
+    batch of unlabelled_ratio x as many of those images."""
+    m = tiny_mbdml4(nst_soft=soft, nst_balance=balance, nst_threshold=0.5, nst_init="teacher", nst_augment="none",
+                    scale_nst=1.5, unlabeled_ratio=2, batch_size=4, beta=0.5, scale_mixup=3.0)
+    teacher = kernel_scores_reference(m.head, m.embed_all(m.data.unlabeled.images)).softmax(1).float()
+    m.begin_stage(1)
+    assert torch.equal(m.pseudo_mask, select_pseudo_labels(teacher, 0.5, balance))
+    assert 0 < int(m.pseudo_mask.sum()) < 30
+    expected = teacher if soft else F.one_hot(teacher.argmax(1), 3).float()
+    torch.testing.assert_close(m.pseudo_targets, expected)
+
+    m.seed_epoch(1)
+    m.on_epoch_start(1)
+    batch = next(iter(m.batches(1)))
+    assert len(batch.unlabeled_index) == 8 and m.pseudo_mask[batch.unlabeled_index].all()
+    assert torch.equal(batch.unlabeled_images, m.data.unlabeled.images[batch.unlabeled_index])
+    losses = m.training_step(batch)
+    scores = kernel_scores_reference(m.head, m.model(batch.unlabeled_images.float() / 255))
+    reference = -(expected[batch.unlabeled_index] * F.log_softmax(scores, 1)).sum(1).mean()
+    torch.testing.assert_close(losses["unlabeled"].double(), reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses["loss"], 0.5 * losses["nngk"] + 3.0 * losses["mixup"] + 1.5 * reference.float())
+
+
+def test_online_pseudo_loss_equals_reference():
+    """The original's online rule: an unlabelled image is kept when its max kernel probability (weak view) exceeds
+    c_tau x the mean max probability of the clean labelled batch; its loss is the cross-entropy of the strong view
+    against that prediction. Nothing kept: exactly zero."""
+    m = tiny_mbdml4(nst_variant="online", nst_start=0)
+    kinds = []
+
+    def plain_view(images, kind=None):  # records the views asked for; no random draws to reproduce
+        kinds.append(kind)
+        return images.float() / 255
+
+    m.view = plain_view
+    idx = torch.tensor([0, 4, 5, 7])
+    unlabeled = m.data.unlabeled.images[:10]
+    batch = Batch(m.data.labeled.images[idx], m.data.labeled.labels[idx], idx, unlabeled, torch.arange(10))
+    z = m.model(batch.images.float() / 255)
+    labelled = loop_class_log_scores(z, m.head.centres, m.head.centre_labels, m.head.log_weights,
+                                     m.head.train_neighbours[idx], m.head.sigma, 3).softmax(1).max(1).values.mean()
+    confidence, predicted = kernel_scores_reference(m.head, m.model(unlabeled.float() / 255)).detach().softmax(1).max(1)
+    ratios = (confidence / labelled.detach()).sort().values
+    m.cfg.nst.c_tau = float(ratios[4] + ratios[5]) / 2  # keeps the five most confident
+    kinds.clear()
+    losses = m.training_step(batch)
+    assert kinds[-3:] == ["none", "weak", "strong"]
+    keep = confidence > m.cfg.nst.c_tau * labelled
+    assert int(keep.sum()) == 5 and losses["pseudo_fraction"].item() == 0.5
+    scores = kernel_scores_reference(m.head, m.model(unlabeled[keep].float() / 255))
+    torch.testing.assert_close(losses["unlabeled"].double(), F.cross_entropy(scores, predicted[keep]),
+                               rtol=1e-5, atol=1e-6)
+    m.cfg.nst.c_tau = float(ratios[-1]) * 1.01
+    losses = m.training_step(batch)
+    assert losses["unlabeled"].item() == 0 and losses["pseudo_fraction"].item() == 0
+
+    # in training mode the labelling passes leave BatchNorm alone: only the clean, mixed and strong passes count
+    m.train()
+    m.cfg.nst.c_tau = 0.0
+    norm = next(layer for layer in m.model.modules() if isinstance(layer, torch.nn.BatchNorm2d))
+    before = int(norm.num_batches_tracked)
+    m.training_step(batch)
+    assert int(norm.num_batches_tracked) == before + 3 and m.model.training
+
+
+def test_online_variant_never_reads_unlabelled_labels():
+    """The online variant labels unlabelled batches itself at every step: their true labels or garbage change
+    nothing."""
+    losses = []
+    for labels in (torch.arange(30) % 3, torch.randint(0, 3, (30,), generator=torch.Generator().manual_seed(9))):
+        m, _ = tiny_method("mbdml4", 12, 3, n_unlabeled=30, unlabeled_labels=labels, neighbours=5,
+                           nst_variant="online", nst_start=0, c_tau=0.5, batch_size=4, augment="weak")
+        m.seed_epoch(0)
+        m.on_epoch_start(0)
+        losses.append([m.training_step(batch) for batch in m.batches(0)])
+    assert any(step["pseudo_fraction"] > 0 for step in losses[0])
+    for a, b in zip(*losses):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def student_after_one_round(unlabeled_labels: torch.Tensor, threshold: float = 0.3):
@@ -99,7 +202,7 @@ def test_rounds_hand_over_teacher_to_student(tmp_path, monkeypatch):
                                   "nst_threshold": 0.3, "out": str(tmp_path / "run"), "progress": "off",
                                   "snapshot_images": 0})
     run_module.train(cfg)
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = metric_rows(tmp_path / "run")
     assert [r["stage"] for r in rows] == [0, 0, 0, 1, 1, 2, 2]
     assert set(seen) >= {1, 2}
     teacher1 = load_checkpoint(tmp_path / "run" / "best-stage0.pt")["method"]
@@ -120,7 +223,7 @@ def test_online_variant_uses_confident_unlabelled_images(tmp_path):
                                   "c_tau": 0.5, "out": str(tmp_path / "run"), "progress": "off",
                                   "snapshot_images": 0})
     run_module.train(cfg)
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = metric_rows(tmp_path / "run")
     assert "train_pseudo_fraction" not in rows[0]  # before --nst-start: labelled only
     assert 0 < rows[2]["train_pseudo_fraction"] <= 1 and rows[2]["train_unlabeled"] > 0
 
@@ -177,8 +280,8 @@ def test_a_student_trains_on_another_runs_finished_teacher(tmp_path):
                                              "out": str(teacher_dir), "progress": "off", "snapshot_images": 0}))
     summary = run_module.train_student(teacher_dir, {"nst_augment": "weak", "nst_threshold": 0.2, "nst_epochs": 2,
                                                      "out": str(student_dir)})
-    rows = [json.loads(line) for line in (student_dir / "metrics.jsonl").read_text().splitlines()]
-    teacher_rows = [json.loads(line) for line in (teacher_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = metric_rows(student_dir)
+    teacher_rows = metric_rows(teacher_dir)
     assert [r["stage"] for r in rows] == [0, 0, 1, 1]
     assert rows[:2] == teacher_rows[:2]  # the teacher's epochs, not trained again
     teacher = load_checkpoint(teacher_dir / "best-stage0.pt")["method"]
@@ -205,9 +308,6 @@ def test_from_teacher_needs_an_mbdml4_teacher(tmp_path):
     with pytest.raises(UserError, match="is a nngk run"):
         run_module.train_student(tmp_path / "nngk", {"out": str(tmp_path / "student")})
 
-
-class Interrupt(Exception):
-    pass
 
 
 def test_a_wider_student_is_a_new_network_whose_run_resumes_and_evaluates(tmp_path, monkeypatch):
@@ -291,7 +391,7 @@ def test_a_finished_run_given_more_rounds_continues_as_if_it_had_them_from_the_s
     assert not (grown / "final_metrics.json").exists()
     assert json.loads((grown / "final_metrics-4-epochs.json").read_text())["best_epoch"] in range(4)
     summary = run_module.resume(grown)  # the interrupted extension goes on with its saved two rounds
-    stages = [json.loads(line)["stage"] for line in (grown / "metrics.jsonl").read_text().splitlines()]
+    stages = [row["stage"] for row in metric_rows(grown)]
     assert stages == [0, 0, 1, 1, 2, 2]
     a, b = load_checkpoint(straight / "last.pt")["method"], load_checkpoint(grown / "last.pt")["method"]
     for key, value in a.items():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from tiny import metric_rows
 
 from weakdml.cli import main
 from weakdml.config import build_config
@@ -34,7 +35,7 @@ def fake_run(run_dir: Path, target: Path, method: str, seed: int, drop_train_acc
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     cfg["train"].update(method=method, seed=seed)
     (target / "config.yaml").write_text(yaml.safe_dump(cfg))
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = metric_rows(run_dir)
     for row in rows:
         row["test_accuracy"] = min(1.0, row["test_accuracy"] + 0.05 * (seed + 1))
         if drop_train_accuracy:

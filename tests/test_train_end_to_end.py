@@ -1,17 +1,20 @@
-"""`weakdml train` end to end on the embedded digits: it learns (beats raw-pixel 1-NN), resumes exactly, and its run
-directory is complete and re-evaluable."""
+"""`weakdml train` end to end on the embedded digits: the default run learns (beats raw-pixel 1-NN), every method
+learns, training resumes exactly, and a run directory is complete and re-evaluable."""
 
 import json
 
 import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
+from tiny import Interrupt, metric_rows
 
 from weakdml.cli import main
 from weakdml.config import build_config
 from weakdml.data.prepare import prepare_data
 from weakdml.engine import trainer as trainer_module
 from weakdml.engine.checkpoint import load_checkpoint
+from weakdml.engine.run import train
+from weakdml.methods import METHODS
 
 
 def raw_pixel_1nn_accuracy(seed: int) -> float:
@@ -35,7 +38,7 @@ def test_default_training_beats_raw_pixel_nearest_neighbour(tmp_path, capsys):
         assert (run / name).is_file(), name
     final = json.loads((run / "final_metrics.json").read_text())
     assert final["test_accuracy"] == pytest.approx(accuracy, abs=1e-4)
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = metric_rows(run)
     best_rows = [r for r in rows if r["best"]]
     assert best_rows[-1]["epoch"] == final["best_epoch"]
     assert max(r["val_accuracy"] for r in rows) == pytest.approx(best_rows[-1]["val_accuracy"])
@@ -46,8 +49,16 @@ def test_default_training_beats_raw_pixel_nearest_neighbour(tmp_path, capsys):
     assert again["test_knn_accuracy"] == pytest.approx(final["test_knn_accuracy"], abs=1e-6)
 
 
-class Interrupt(Exception):
-    pass
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_learns_digits(method, tmp_path):
+    """Three epochs on half of digits' training images at 8 px (MbDML4: and one noisy-student epoch on the other
+    half): every method classifies far above chance (0.1); measured 0.86 (nngk) to 0.94 (seed 0)."""
+    cfg = build_config(overrides={"method": method, "epochs": 3, "nst_epochs": 1, "labeled_fraction": 0.5,
+                                  "input_size": 8, "snapshot_images": 0, "progress": "off",
+                                  "out": str(tmp_path / "run")})
+    accuracy = train(cfg).metrics["test_accuracy"]
+    assert accuracy > 0.8, accuracy
 
 
 def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path, monkeypatch):
@@ -73,6 +84,6 @@ def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path, monkeyp
     assert a["epoch"] == b["epoch"] == 5
     for key, value in a["method"].items():
         assert torch.equal(value, b["method"][key]), key
-    rows = lambda run: [json.loads(l) for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows("broken")] == list(range(6))
-    assert [r["val_accuracy"] for r in rows("broken")] == [r["val_accuracy"] for r in rows("straight")]
+    broken, straight = metric_rows(tmp_path / "broken"), metric_rows(tmp_path / "straight")
+    assert [r["epoch"] for r in broken] == list(range(6))
+    assert [r["val_accuracy"] for r in broken] == [r["val_accuracy"] for r in straight]

@@ -90,7 +90,8 @@ def knn_search(
         return _faiss_search(q, r, k, exclude_self)
     if backend != "torch":
         raise UserError(f"unknown kNN backend {backend!r}: use 'torch' or 'faiss'")
-    return _torch_search(q, r.to(q.device, q.dtype), k, exclude_self, chunk_size, ref_chunk_size)
+    with torch.autocast(q.device.type, enabled=False):  # exact: in the inputs' precision, even inside autocast
+        return _torch_search(q, r.to(q.device, q.dtype), k, exclude_self, chunk_size, ref_chunk_size)
 
 
 def _torch_search(

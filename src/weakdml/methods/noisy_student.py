@@ -44,17 +44,21 @@ log = logging.getLogger("weakdml")
 
 def select_pseudo_labels(probs: torch.Tensor, threshold: float, balance: bool) -> torch.Tensor:
     """Mask (N,) of the images to pseudo-label. Without ``balance``: those whose max probability reaches
-    ``threshold``. With it, as in Noisy Student: the threshold only sets how many (n), and each predicted class gets
-    its n / C most confident images, so that classes the teacher is less sure of are not left out."""
+    ``threshold``. With it, as in Noisy Student: the threshold only sets how many (n); each predicted class gets its
+    n // C most confident images, so that classes the teacher is less sure of are not left out, and the most
+    confident of the others fill the selection to n (the remainder, and the places of classes predicted too
+    rarely)."""
     confidence, predicted = probs.max(1)
     keep = confidence >= threshold
     if not balance or not keep.any():
         return keep
-    per_class = max(1, round(int(keep.sum()) / probs.shape[1]))
+    n, classes = int(keep.sum()), probs.shape[1]
     balanced = torch.zeros_like(keep)
     for c in predicted.unique().tolist():
         members = torch.nonzero(predicted == c).flatten()
-        balanced[members[confidence[members].argsort(descending=True)[:per_class]]] = True
+        balanced[members[confidence[members].argsort(descending=True)[:n // classes]]] = True
+    rest = torch.nonzero(~balanced).flatten()
+    balanced[rest[confidence[rest].argsort(descending=True)[:n - int(balanced.sum())]]] = True
     return balanced
 
 
@@ -217,13 +221,16 @@ class MbDML4(MbDML3):
         return losses | {"unlabeled": unlabeled, "pseudo_fraction": selected}
 
     def _online_pseudo_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The original's threshold: max p > c_tau × mean max p of the (clean) labelled batch."""
+        """The original's threshold: max p > c_tau × mean max p of the (clean) labelled batch. The labelling passes
+        run the network in eval mode, as a teacher labels: no dropout, and BatchNorm statistics left alone."""
+        self.model.eval()
         with torch.no_grad():
             labelled_conf = self.head.train_log_scores(self.model(self.view(batch.images, "none")), batch.index)
             threshold = self.cfg.nst.c_tau * labelled_conf.softmax(1).max(1).values.mean()
             probs = self.head.query_log_scores(self.model(self.view(batch.unlabeled_images, "weak"))).softmax(1)
             confidence, pseudo = probs.max(1)
             keep = confidence > threshold
+        self.model.train(self.training)
         if not keep.any():
             return torch.zeros((), device=self.device), torch.zeros((), device=self.device)
         scores = self.head.query_log_scores(self.model(self.view(batch.unlabeled_images[keep], "strong")))
