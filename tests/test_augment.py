@@ -1,13 +1,14 @@
-"""Batched augmentation against a per-image reference, and reproducibility from the generator."""
+"""Batched augmentation against a per-image reference, cutout's squares, and reproducibility from the generator
+(leaving torch's global random state alone)."""
 
 import torch
 import torch.nn.functional as F
 
-from weakdml.data.augment import augment, random_crop_flip
+from weakdml.data.augment import augment, random_crop_flip, random_erase
 
 
 def test_crop_flip_equals_per_image_reference():
-    images = torch.randint(0, 256, (9, 3, 16, 16), dtype=torch.uint8)
+    images = torch.randint(0, 256, (9, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
     out = random_crop_flip(images, flip=True, generator=torch.Generator().manual_seed(0))
     # replay the same random draws, one image at a time
     g = torch.Generator().manual_seed(0)
@@ -23,12 +24,27 @@ def test_crop_flip_equals_per_image_reference():
 
 
 def test_views_are_reproducible_and_in_range():
-    images = torch.randint(0, 256, (6, 1, 12, 12), dtype=torch.uint8)
+    images = torch.randint(0, 256, (6, 1, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(8))
+    global_state = torch.random.get_rng_state()
     for kind in ("none", "weak", "strong"):
         a = augment(images, kind, True, torch.Generator().manual_seed(5))
         b = augment(images, kind, True, torch.Generator().manual_seed(5))
         assert torch.equal(a, b) and a.dtype == torch.float32 and a.shape == images.shape
         assert 0 <= a.min() and a.max() <= 1
+    assert torch.equal(torch.random.get_rng_state(), global_state)  # RandAugment's global draws are restored
     assert torch.equal(augment(images, "none", True, torch.Generator()), images.float() / 255)
+    assert not torch.equal(augment(images, "strong", True, torch.Generator().manual_seed(5)),
+                           augment(images, "weak", True, torch.Generator().manual_seed(5)))
     weak = augment(images, "weak", False, torch.Generator().manual_seed(1))
     assert not torch.equal(weak, images.float() / 255)
+
+
+def test_cutout_erases_one_square_of_at_most_a_quarter_to_the_image_mean():
+    images = torch.rand(40, 3, 16, 16, generator=torch.Generator().manual_seed(9)) + 0.1  # no pixel equals a mean
+    out = random_erase(images, torch.Generator().manual_seed(3))
+    for image, erased in zip(images, out):
+        changed = (erased != image).any(0)  # (H, W)
+        rows, cols = changed.any(1).nonzero().flatten(), changed.any(0).nonzero().flatten()
+        h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert h == w and changed.sum() == h * w and h * w <= 0.25 * 16 * 16  # one square, at most a quarter
+        assert torch.allclose(erased[:, changed], image.mean().expand(3, int(changed.sum())))
