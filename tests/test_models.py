@@ -1,4 +1,5 @@
-"""Backbones and the embedding network: shapes, local pretrained weights, frozen BatchNorm, stochastic depth."""
+"""Backbones and the embedding network: shapes, torchvision's ResNet features, local pretrained weights, frozen
+BatchNorm, stochastic depth."""
 
 import glob
 
@@ -19,6 +20,23 @@ def test_backbones_embed(backbone, channels, size):
     net = EmbeddingNet(ModelConfig(backbone=backbone, embedding_dim=32, l2_normalize=True), channels, size).eval()
     out = net(torch.rand(2, channels, size, size))
     assert out.shape == (2, 32) and torch.allclose(out.norm(dim=1), torch.ones(2))
+
+
+def test_resnet_features_are_torchvisions_pooled_features_of_the_normalised_input():
+    """With its weights, the standard-stem resnet18 backbone computes what torchvision's resnet18 computes up to the
+    average pool, on (x - mean) / std; without L2 normalisation the embedding is the plain projection."""
+    g = torch.Generator().manual_seed(0)
+    reference = import_torchvision().models.resnet18(weights=None).eval()
+    reference.fc = torch.nn.Identity()
+    mean, std = torch.tensor([0.4, 0.5, 0.6]), torch.tensor([0.2, 0.25, 0.3])
+    net = EmbeddingNet(ModelConfig(backbone="resnet18", small_stem=False, embedding_dim=8, l2_normalize=False), 3, 64,
+                       mean, std).eval()
+    net.backbone.load_state_dict(reference.state_dict(), strict=False)
+    x = torch.rand(2, 3, 64, 64, generator=g)
+    expected = reference((x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1))
+    torch.testing.assert_close(net.features(x), expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(net(x), net.projection(expected), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(net(x).norm(dim=1), torch.ones(2))
 
 
 def test_imagenet_resnet_state_dict_loads_with_standard_stem(tmp_path):
