@@ -40,9 +40,27 @@ def write_folder(root, classes=("a", "b"), n=4):
     (["train", "--epochs", "many"], "epochs"),
     (["train", "--from-teacher", "t", "--resume", "r"], "give neither --resume nor --config"),
     (["train", "--from-teacher", "no-such-run"], "not a weakdml run directory"),
+    (["train", "--resume", "r", "--config", "c.yaml"], "drop --config"),
+    (["train", "--seed", "-1"], "--seed must be in"),
+    (["split", "--seed", "99999999999"], "--seed must be in"),
+    (["train", "--train-dir", "x", "--test-dir", "y"], "add --dataset folder"),
+    (["train", "--optimizer", "sgd", "--momentum", "-1"], "--momentum"),
+    (["train", "--milestones", "a"], "a list of int"),
+    (["train", "--snapshot-images", "-5"], "--snapshot-images"),
+    (["train", "--input-size", "5", "--epochs", "1"], "too small for small-cnn"),
 ])
 def test_bad_flags(capsys, argv, message):
     assert message in run_error(capsys, argv)
+
+
+def test_unreadable_paths_and_config_files_are_one_line(capsys, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    assert "File exists" in run_error(capsys, ["train", "--out", str(tmp_path / "afile"), "--epochs", "1",
+                                               "--progress", "off"])
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)))
+    assert "not a text file" in run_error(capsys, ["train", "--config", str(tmp_path / "binary.yaml")])
+    (tmp_path / "bad.yaml").write_text("epochs: 3\nlr: [0.1\n")
+    assert "line 3" in run_error(capsys, ["train", "--config", str(tmp_path / "bad.yaml")])
 
 
 def test_missing_dataset_files_say_where_and_how(capsys, tmp_path):
@@ -59,6 +77,16 @@ def test_empty_folder_and_corrupt_image(capsys, tmp_path):
     assert "broken.png" in run_error(capsys, ["train", "--dataset", "folder", "--data-root", str(tmp_path / "bad")])
 
 
+def test_folder_with_one_class_or_an_empty_class(capsys, tmp_path):
+    write_folder(tmp_path / "one", classes=("a",))
+    assert "one class" in run_error(capsys, ["train", "--dataset", "folder", "--data-root", str(tmp_path / "one")])
+    write_folder(tmp_path / "hole")
+    for image in (tmp_path / "hole" / "train" / "b").iterdir():
+        image.unlink()
+    err = run_error(capsys, ["train", "--dataset", "folder", "--data-root", str(tmp_path / "hole")])
+    assert "train/b holds no images" in err
+
+
 def test_split_that_does_not_match_and_class_without_labels(capsys, tmp_path):
     assert main(["split", "--dataset", "digits", "--seed", "1", "--out", str(tmp_path / "s.json")]) == 0
     write_folder(tmp_path / "f")
@@ -73,6 +101,9 @@ def test_split_that_does_not_match_and_class_without_labels(capsys, tmp_path):
     split["unlabeled"] = sorted(split["unlabeled"] + gone)
     (tmp_path / "s.json").write_text(json.dumps(split))
     assert "no labelled" in run_error(capsys, ["train", "--split", str(tmp_path / "s.json")])
+    split["unlabeled"].append(99999)
+    (tmp_path / "s.json").write_text(json.dumps(split))
+    assert "outside 0..1436" in run_error(capsys, ["train", "--split", str(tmp_path / "s.json")])
 
 
 def test_resume_of_a_directory_that_is_not_a_run(capsys, tmp_path):
@@ -121,6 +152,11 @@ def test_evaluate_embeddings_command(capsys, tmp_path):
     np.save(tmp_path / "l.npy", labels)
     assert main(["evaluate-embeddings", str(tmp_path / "e.npy"), str(tmp_path / "l.npy"), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
+    np.save(tmp_path / "words.npy", np.array(["a", "b", "c"] * 20))
+    assert "integers" in run_error(capsys, ["evaluate-embeddings", str(tmp_path / "e.npy"), str(tmp_path / "words.npy")])
+    emb[5, 1] = np.nan
+    np.save(tmp_path / "nan.npy", emb)
+    assert "NaN" in run_error(capsys, ["evaluate-embeddings", str(tmp_path / "nan.npy"), str(tmp_path / "l.npy")])
     assert metrics["recall@1"] == 1.0 and metrics["nmi"] == pytest.approx(1.0)
     np.save(tmp_path / "short.npy", labels[:10])
     run_error(capsys, ["evaluate-embeddings", str(tmp_path / "e.npy"), str(tmp_path / "short.npy")])

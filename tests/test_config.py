@@ -1,5 +1,7 @@
 """Config: defaults, YAML (nested or flat), CLI overrides on top, and clear validation errors."""
 
+from pathlib import Path
+
 import pytest
 
 from weakdml.config import Config, build_config
@@ -58,3 +60,12 @@ def test_defaults():
     assert (cfg.train.batch_size, cfg.nngk.neighbours, cfg.nst.c_tau, cfg.nst.nst_start) == (32, 200, 0.8, 20)
     assert (cfg.nngk.sigma, cfg.nngk.update_interval, cfg.mixup.scale_mixup) == (0.3, 1, None)
     assert (cfg.data.labeled_fraction, cfg.data.val_fraction, cfg.data.dataset) == (0.1, 0.2, "digits")
+
+
+def test_paths_are_saved_absolute(tmp_path, monkeypatch):
+    """A run started with relative paths is evaluated and resumed from any folder."""
+    monkeypatch.chdir(tmp_path)
+    cfg = build_config(overrides={"dataset": "folder", "data_root": "data", "pretrained": "~/w.pt"})
+    assert cfg.data.data_root == str(tmp_path / "data")
+    assert cfg.model.pretrained == str(Path.home() / "w.pt")
+    assert build_config(overrides={"data_root": "/abs/data"}).data.data_root == "/abs/data"

@@ -2,6 +2,7 @@
 learns, training resumes exactly, and a run directory is complete and re-evaluable."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -87,3 +88,27 @@ def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path, monkeyp
     broken, straight = metric_rows(tmp_path / "broken"), metric_rows(tmp_path / "straight")
     assert [r["epoch"] for r in broken] == list(range(6))
     assert [r["val_accuracy"] for r in broken] == [r["val_accuracy"] for r in straight]
+
+
+def test_a_finished_run_given_more_epochs_follows_the_longer_schedule(tmp_path, capsys):
+    """`--resume RUN --epochs 4` on a finished 2-epoch run: the added epochs take their learning rate from the
+    4-epoch cosine (not the 2-epoch one's final 0); resuming a finished run again trains nothing."""
+    run = tmp_path / "run"
+    args = ["--progress", "off", "--snapshot-images", "0"]
+    assert main(["train", "--epochs", "2", "--out", str(run), *args]) == 0
+    assert main(["train", "--resume", str(run), "--epochs", "4", *args]) == 0
+    cosine = [1e-3 * 0.5 * (1 + math.cos(math.pi * e / n)) for e, n in ((0, 2), (1, 2), (2, 4), (3, 4))]
+    assert [row["lr"] for row in metric_rows(run)] == pytest.approx(cosine)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), *args]) == 0
+    assert "nothing to train" in capsys.readouterr().err
+    assert len(metric_rows(run)) == 4
+
+
+def test_no_validation_images_is_said_and_a_split_is_read_from_a_run_directory(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--val-fraction", "0", "--out", str(run), "--progress", "off"]) == 0
+    assert "no validation images" in capsys.readouterr().err
+    assert main(["train", "--epochs", "1", "--split", str(run), "--out", str(tmp_path / "again"),
+                 "--progress", "off"]) == 0
+    assert (run / "split.json").read_text() == (tmp_path / "again" / "split.json").read_text()

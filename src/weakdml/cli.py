@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
 import sys
 import typing
 from pathlib import Path
@@ -26,15 +28,18 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
             if sec != section or name in exclude:
                 continue
             flag = "--" + name.replace("_", "-")
-            default = f.default if f.default is not f.default_factory else f.default_factory()  # type: ignore[misc]
-            help_text = f"{f.metadata['help']} (default: {default})"
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            help_text = f.metadata["help"]
+            if "default" not in help_text:
+                help_text += f" (default: {','.join(map(str, default)) or 'none'})" if isinstance(default, list) \
+                    else f" (default: {default})"
             base = {a for a in typing.get_args(kind) if a is not type(None)} or {kind}
             if base == {bool}:  # --x / --no-x
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
                 continue
             choices = f.metadata.get("choices")
-            metavar = "{" + ",".join(choices) + "}" if choices else {int: "N", float: "X"}.get(
-                next(iter(base)), name.split("_")[-1].upper())
+            metavar = "{" + ",".join(choices) + "}" if choices else "N,N" if typing.get_origin(kind) is list else {
+                int: "N", float: "X"}.get(next(iter(base)), name.split("_")[-1].upper())
             group.add_argument(flag, default=None, metavar=metavar, help=help_text)
 
 
@@ -51,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="also look in this folder")
 
     p = sub.add_parser("split", help="write a seeded, stratified labelled/validation/unlabelled split")
-    _add_config_flags(p, ("data",))
+    _add_config_flags(p, ("data",), exclude=("split", "augment"))
     p.add_argument("--seed", default=None, help="seed of the split (default: 0)")
     p.add_argument("--out", default=None, help="split file to write (default: split-<dataset>-s<seed>.json)")
 
@@ -64,17 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, tuple(SECTIONS))
 
     p = sub.add_parser("evaluate", help="recompute the test metrics of a run from its best model")
-    p.add_argument("run_dir")
-    p.add_argument("--device", default="auto")
+    p.add_argument("run_dir", help="a run directory (with config.yaml and best.pt)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("evaluate-embeddings", help="metrics of any embeddings (.npy) and labels")
-    p.add_argument("embeddings")
-    p.add_argument("labels")
+    p.add_argument("embeddings", help=".npy array (N, D) of query embeddings")
+    p.add_argument("labels", help=".npy array (N,) of their integer labels")
     p.add_argument("--ref-embeddings", default=None, help="reference (gallery) embeddings; default leave-one-out")
-    p.add_argument("--ref-labels", default=None)
-    p.add_argument("--recall-k", default="1,2,4,8", help="K values of Recall@K")
-    p.add_argument("--knn-k", type=int, default=5, help="neighbours of the kNN vote")
+    p.add_argument("--ref-labels", default=None, help="integer labels of the reference embeddings")
+    p.add_argument("--recall-k", default="1,2,4,8", help="K values of Recall@K (default: 1,2,4,8)")
+    p.add_argument("--knn-k", type=int, default=5, help="neighbours of the kNN vote (default: 5)")
     p.add_argument("--faiss", action="store_true", help="search with faiss (pip install faiss-cpu)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -124,6 +129,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     from weakdml.engine import run
 
     _log_to_terminal()
+    if args.resume and args.config:
+        raise UserError("--resume continues a run with its saved settings: drop --config (flags such as --epochs or "
+                        "--nst-rounds may still extend it)")
     if args.from_teacher and (args.resume or args.config):
         raise UserError("--from-teacher starts a new run with the teacher's settings: give neither --resume nor "
                         "--config with it")
@@ -142,6 +150,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from weakdml.evaluation.report import format_metrics
 
     metrics = evaluate_run(Path(args.run_dir), args.device)
+    if not (Path(args.run_dir) / "final_metrics.json").is_file():
+        print(f"weakdml: note: {args.run_dir} has not finished training; these are its best model's metrics so far",
+              file=sys.stderr)
     print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
 
 
@@ -225,9 +236,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"weakdml: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("weakdml: interrupted; a run continues from its last checkpoint with `weakdml train --resume RUN_DIR`",
-              file=sys.stderr)
+        print("weakdml: interrupted; a run that finished an epoch continues with `weakdml train --resume RUN_DIR` "
+              "(its directory holds last.pt), one stopped earlier by running the same command again, and `compare` "
+              "by running it again", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `weakdml evaluate RUN --json | head`: the reader left, nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as error:  # a path that is a file where a folder is needed, no permission, a full disk, ...
+        print(f"weakdml: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -74,7 +74,8 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    method: str = _opt("nngk", "training method (see `weakdml train --help`)")
+    method: str = _opt("nngk", "training method: nngk, cross-entropy, mixup, mbdml1, mbdml2, mbdml3, mbdml4, "
+                               "contrastive, proxy-anchor, soft-triple, supcon, triplet (README: Methods)")
     seed: int = _opt(0, "seed of the split, the initialisation and the data order")
     epochs: int = _opt(100, "training epochs")
     batch_size: int = _opt(32, "training batch size (MbDML's original: 32)")
@@ -175,6 +176,8 @@ class Config:
 
 
 SECTIONS: dict[str, type] = typing.get_type_hints(Config)
+PATH_SETTINGS = (("data", "data_root"), ("data", "train_dir"), ("data", "test_dir"), ("data", "unlabeled_dir"),
+                 ("data", "split"), ("model", "pretrained"))
 
 
 def _field_types(section: type) -> dict[str, Any]:
@@ -221,7 +224,8 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
             raise ValueError(value)
         return base(value)
     except (TypeError, ValueError):
-        raise UserError(f"setting '{name}' expects {getattr(base, '__name__', base)}, got {value!r}") from None
+        expected = f"a list of {typing.get_args(base)[0].__name__}" if origin is list else base.__name__
+        raise UserError(f"setting '{name}' expects {expected}, got {value!r}") from None
 
 
 def build_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -238,8 +242,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise UserError(f"config file {path} not found")
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not a text file") from None
     except yaml.YAMLError as error:
-        raise UserError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise UserError(f"config file {path} is not valid YAML{where}: {str(error).splitlines()[0]}") from None
     if not isinstance(loaded, dict):
         raise UserError(f"config file {path} must hold a mapping of settings")
     flat: dict[str, Any] = {}
@@ -266,6 +274,10 @@ def config_from_flat(values: dict[str, Any]) -> Config:
         sections[section_name][name] = value
     config = Config(**{name: SECTIONS[name](**kw) for name, kw in sections.items()})
     validate(config)
+    for section, name in PATH_SETTINGS:  # saved absolute: a run is evaluated and resumed from any folder
+        value = getattr(getattr(config, section), name)
+        if value:
+            setattr(getattr(config, section), name, str(Path(value).expanduser().absolute()))
     return config
 
 
@@ -289,11 +301,16 @@ def validate(config: Config) -> None:
                                   ("--nst-width", config.nst.nst_width, config.nst.nst_backbone or m.backbone)):
         _check(width is None or width > 0, f"{flag} must be positive, got {width}")
         _check(width in (None, 1) or backbone == "small-cnn", f"{flag} scales small-cnn only, not {backbone}")
+    _check(d.dataset == "folder" or not (d.train_dir or d.test_dir or d.im_ext),
+           f"--train-dir, --test-dir and --im-ext read a folder data set: add --dataset folder (not {d.dataset})")
     _check(o.lr > 0, f"--lr must be positive, got {o.lr}")
+    _check(o.momentum >= 0, f"--momentum must be non-negative, got {o.momentum}")
     _check(o.weight_decay >= 0, f"--weight-decay must be non-negative, got {o.weight_decay}")
     _check(t.epochs >= 1, f"--epochs must be at least 1, got {t.epochs}")
     _check(t.batch_size >= 2, f"--batch-size must be at least 2, got {t.batch_size}")
     _check(t.eval_batch_size >= 1, f"--eval-batch-size must be at least 1, got {t.eval_batch_size}")
+    _check(0 <= t.seed < 2**32, f"--seed must be in [0, 2^32 - 1], got {t.seed}")
+    _check(t.snapshot_images >= 0, f"--snapshot-images must be non-negative, got {t.snapshot_images}")
     _check(n.sigma > 0, f"--sigma must be positive, got {n.sigma}")
     _check(n.neighbours >= 1, f"--neighbours must be at least 1, got {n.neighbours}")
     _check(n.update_interval >= 1, f"--update-interval must be at least 1, got {n.update_interval}")

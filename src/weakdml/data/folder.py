@@ -67,10 +67,15 @@ def load(cfg: DataConfig) -> DataBundle:
     classes = sorted(train)
     unknown = sorted(set(test) - set(train))
     if unknown:
+        empty = [name for name in unknown if (train_dir / name).is_dir()]
         raise UserError(
-            f"test folder {test_dir} has classes not in training folder {train_dir}: "
+            f"training folder {train_dir}/{empty[0]} holds no images: add some, or remove it and {test_dir}/{empty[0]}"
+            if empty else f"test folder {test_dir} has classes not in training folder {train_dir}: "
             f"{', '.join(unknown[:5])}; rename or remove them"
         )
+    if len(classes) < 2:
+        raise UserError(f"training folder {train_dir} has one class ({classes[0]}); classification needs at least 2 "
+                        f"class subfolders")
     paths, labels = [], []
     for part in (train, test):
         for name, files in sorted(part.items()):

@@ -38,8 +38,9 @@ class Split:
 
     @classmethod
     def load(cls, path: Path) -> Split:
+        path = Path(path) / "split.json" if Path(path).is_dir() else Path(path)  # a run directory's split
         try:
-            raw = json.loads(Path(path).read_text())
+            raw = json.loads(path.read_text())
             raw.pop("format")
             return cls(**raw)
         except FileNotFoundError:
@@ -52,8 +53,13 @@ class Split:
         if self.dataset != dataset or self.pool_size != len(labels) or self.pool_fingerprint != fingerprint(labels):
             raise UserError(
                 f"the split was made for data set '{self.dataset}' ({self.pool_size} training images), which does not "
-                f"match '{dataset}' ({len(labels)} training images); make a new one with `weakdml split`"
+                f"match '{dataset}' ({len(labels)} training images): if the data changed since, restore it; for "
+                f"other data make a new split with `weakdml split`"
             )
+        indices = [*self.labeled, *self.val, *self.unlabeled]
+        if indices and (min(indices) < 0 or max(indices) >= self.pool_size):
+            raise UserError(f"the split names images outside 0..{self.pool_size - 1}: the file was edited or is "
+                            f"damaged; make a new one with `weakdml split`")
 
 
 def fingerprint(labels: torch.Tensor) -> str:

@@ -49,9 +49,19 @@ def build_method(cfg: Config, data: PreparedData, device: torch.device) -> Metho
         cfg.model.l2_normalize = method_class.l2_normalize_by_default  # saved resolved in config.yaml
     mean, std = channel_stats(data.train.labeled.images)
     model = EmbeddingNet(cfg.model, data.bundle.channels, data.bundle.image_size, mean, std)
+    _check_input_size(model, cfg.model.backbone, data.bundle.channels, data.bundle.image_size)
     if cfg.model.pretrained:
         log.info(load_pretrained(model.backbone, cfg.model.pretrained))
     return method_class(model, data.train, cfg).to(device)
+
+
+@torch.no_grad()
+def _check_input_size(model: EmbeddingNet, backbone: str, channels: int, size: int) -> None:
+    """Refuse images too small for the backbone's downsampling before anything is written."""
+    try:
+        model.eval()(torch.zeros(2, channels, size, size))
+    except RuntimeError:
+        raise UserError(f"{size}-px images are too small for {backbone}: raise --input-size (small-cnn needs 8)") from None
 
 
 def _attach_log_file(run_dir: Path) -> None:
@@ -134,11 +144,19 @@ def _fit(cfg: Config, run_dir: Path, resume: bool, teacher_dir: Path | None = No
         finished = run_dir / "final_metrics.json"
         if finished.is_file() and trainer.start_epoch < trainer.total_epochs:  # a finished run given more rounds:
             finished.replace(run_dir / f"final_metrics-{trainer.start_epoch}-epochs.json")  # unfinished again
-        log.info(f"resumed {run_dir} at epoch {trainer.start_epoch + 1}")
+        if trainer.start_epoch < trainer.total_epochs:
+            log.info(f"resumed {run_dir} at epoch {trainer.start_epoch + 1}")
+        else:
+            log.info(f"{run_dir} has finished its {trainer.total_epochs} epochs; nothing to train (more epochs: "
+                     f"--epochs, more noisy-student rounds: --nst-rounds)")
     elif teacher_dir:
         trainer.start_from_teacher(teacher_dir)
         log.info(f"student of {teacher_dir}'s teacher, from epoch {trainer.start_epoch + 1}, in {run_dir}")
     else:
+        if len(data.val) == 0:
+            log.warning(f"no validation images ({len(data.train.labeled)} labelled; --val-fraction "
+                        f"{cfg.data.val_fraction}): the model kept is the last epoch's; label more images or raise "
+                        f"--val-fraction to select on validation")
         log.info(f"training {cfg.train.method} on {cfg.data.dataset}: {len(data.train.labeled)} labelled, "
                  f"{len(data.val)} validation, {len(data.train.unlabeled)} unlabelled, {len(data.test)} test; "
                  f"device {device}; run directory {run_dir}")

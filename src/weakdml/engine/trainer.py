@@ -118,6 +118,10 @@ class Trainer:
         self._new_optimizer(self.stage_of(state["epoch"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):  # the saved lr is the old length's: a
+            for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,  # longer run
+                                           self.scheduler.lr_lambdas):  # (--epochs) follows its own schedule
+                group["lr"] = base * factor(self.scheduler.last_epoch)
         self.scaler.load_state_dict(state["scaler"])
         self.best = state["best_val_accuracy"]
         self.stage_best = state["stage_best_val_accuracy"]
@@ -130,6 +134,8 @@ class Trainer:
         the last stage's end may move (``--epochs`` of a one-stage run) and stages may follow it (``--nst-rounds``)."""
         now, kept = self.stage_starts, len(saved) - 1
         added = len(now) > len(saved)
+        if len(now) == len(saved) == 2 and now[-1] < trained:
+            raise UserError(f"this run has trained {trained} epochs: --epochs can only grow")
         if (len(now) < len(saved) or saved[:-1] != now[:kept] or (added and saved[-1] != now[kept])
                 or now[-1] < trained):
             raise UserError(f"cannot resume this run with stages starting at epochs {now[:-1]} and ending at "

@@ -19,17 +19,28 @@ Backend = Literal["torch", "faiss"]
 
 def as_embeddings(x: ArrayLike, name: str = "embeddings") -> torch.Tensor:
     """A (N, D) floating tensor from a tensor or array, or a UserError saying what is wrong with it."""
-    t = torch.as_tensor(x)
+    t = _as_tensor(x, name, "numbers")
     if t.ndim != 2:
         raise UserError(f"{name} must be a 2-D array (N, D), got shape {tuple(t.shape)}")
     if t.shape[0] == 0 or t.shape[1] == 0:
         raise UserError(f"{name} is empty (shape {tuple(t.shape)})")
-    return t if t.is_floating_point() else t.float()
+    t = t if t.is_floating_point() else t.float()
+    if not torch.isfinite(t).all():
+        raise UserError(f"{name} holds NaN or infinite values in {int((~torch.isfinite(t)).any(1).sum())} rows")
+    return t
+
+
+def _as_tensor(x: ArrayLike, name: str, expected: str) -> torch.Tensor:
+    try:
+        return torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError):
+        dtype = getattr(x, "dtype", type(x).__name__)
+        raise UserError(f"{name} must hold {expected}, got {dtype}") from None
 
 
 def as_labels(x: ArrayLike, n: int | None = None, name: str = "labels") -> torch.Tensor:
     """A (N,) integer tensor from a tensor or array; ``n`` is the expected length (that of the embeddings)."""
-    t = torch.as_tensor(x)
+    t = _as_tensor(x, name, "integers")
     if t.ndim != 1:
         raise UserError(f"{name} must be a 1-D array (N,), got shape {tuple(t.shape)}")
     if t.is_floating_point() or t.is_complex():

@@ -30,7 +30,8 @@ def evaluate_embeddings(
     search serves every kNN metric.
     """
     if not recall_ks or min(recall_ks) < 1 or knn_k < 1:
-        raise UserError("recall_ks and knn_k must be positive integers")
+        raise UserError("the K values of Recall@K (--recall-k) and of the kNN vote (--knn-k) must be positive "
+                        "integers")
     q, ql, r, rl, loo = as_queries_and_refs(embeddings, labels, ref_embeddings, ref_labels)
     num_relevant = count_relevant(ql, rl, exclude_self=loo)  # (Q,) R per query
     k = max(knn_k, max(recall_ks), int(num_relevant.max()))
@@ -51,7 +52,7 @@ def format_metrics(metrics: Mapping[str, float], digits: int = 4) -> str:
     """An aligned two-column table (metric, value) for the terminal."""
     if not metrics:
         return "(no metrics)"
-    values = [f"{value:.{digits}f}" for value in metrics.values()]
+    values = [str(value) if isinstance(value, int) else f"{value:.{digits}f}" for value in metrics.values()]
     w_name, w_value = max(len("metric"), *map(len, metrics)), max(len("value"), *map(len, values))
     lines = [f"{'metric':<{w_name}}  {'value':>{w_value}}", f"{'-' * w_name}  {'-' * w_value}"]
     lines += [f"{name:<{w_name}}  {value:>{w_value}}" for name, value in zip(metrics, values)]
