@@ -151,7 +151,7 @@ def test_centres_that_require_gradients_are_refused():
 
 def test_bank_is_refreshed_every_update_interval_epochs():
     """METHODS.md §1: the centres are re-embedded at epochs 0, k, 2k, ... and stay as they were in between; a reset
-    bank (a new noisy student) is rebuilt at the next epoch whatever the schedule."""
+    bank (a new noisy student) is rebuilt at the next epoch, and the schedule counts from there."""
     m, g = tiny_method("nngk", 12, 3, update_interval=3)
     m.on_epoch_start(0)
     first = m.head.centres.clone()
@@ -170,7 +170,15 @@ def test_bank_is_refreshed_every_update_interval_epochs():
         m.model.projection.weight.mul_(-1)
     m.head.refreshed_at.fill_(-1)
     m.on_epoch_start(4)
-    torch.testing.assert_close(m.head.centres, m.embed_all(m.data.labeled.images))
+    reset = m.embed_all(m.data.labeled.images)
+    torch.testing.assert_close(m.head.centres, reset)
+    with torch.no_grad():
+        m.model.projection.weight.mul_(-1)
+    for epoch in (5, 6):  # the schedule counts from the reset: next at 7
+        m.on_epoch_start(epoch)
+        assert torch.equal(m.head.centres, reset)
+    m.on_epoch_start(7)
+    assert int(m.head.refreshed_at) == 7
 
 
 def test_evaluation_equals_a_per_image_reference_with_a_partial_last_batch():

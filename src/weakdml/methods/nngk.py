@@ -12,7 +12,8 @@ from weakdml.models.embedding import EmbeddingNet
 
 
 class NNGK(Method):
-    """Support bank of all labelled training images, refreshed every ``update_interval`` epochs (0, 5, 10, …)."""
+    """Support bank of all labelled training images, refreshed every ``update_interval`` epochs (0, 5, 10, …; a
+    noisy student's from its first epoch on)."""
 
     def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
         super().__init__(model, data, cfg)
@@ -20,8 +21,9 @@ class NNGK(Method):
         self.head = NNGKHead(len(data.labeled), model.dim, data.num_classes, n.neighbours, n.sigma, n.learnable_sigma)
 
     def on_epoch_start(self, epoch: int) -> None:
-        due = epoch % self.cfg.nngk.update_interval == 0
-        if due or int(self.head.refreshed_at) < 0:
+        """Re-embed the bank when it is ``update_interval`` epochs old, or was reset (-1: a new noisy student)."""
+        refreshed_at = int(self.head.refreshed_at)
+        if refreshed_at < 0 or epoch - refreshed_at >= self.cfg.nngk.update_interval:
             self.head.refresh(self.embed_all(self.data.labeled.images), self.data.labeled.labels.to(self.device), epoch)
 
     def nngk_loss(self, embeddings: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
