@@ -276,9 +276,10 @@ def test_folder_mixed_formats_colour_and_sizes(tmp_path: Path) -> None:
     _save(tmp_path / "Train" / "a" / "1.png", colour)
     _save(tmp_path / "Train" / "a" / "2.jpg", _uint8(40, 40, 3))
     _save(tmp_path / "Train" / "b" / "3.bmp", _uint8(16, 16))
+    _save(tmp_path / "Train" / "b" / "5.png", _uint8(20, 30, 3))
     _save(tmp_path / "validation" / "b" / "4.gif", _uint8(16, 16))
     bundle = load_dataset(DataConfig(dataset="folder", data_root=str(tmp_path)))
-    assert bundle.train.images.shape == (3, 3, 64, 64) and bundle.test.images.shape == (
+    assert bundle.train.images.shape == (4, 3, 64, 64) and bundle.test.images.shape == (
         1,
         3,
         64,
@@ -288,11 +289,11 @@ def test_folder_mixed_formats_colour_and_sizes(tmp_path: Path) -> None:
     assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
 
     sized = load_dataset(DataConfig(dataset="folder", data_root=str(tmp_path), input_size=8))
-    assert sized.train.images.shape == (3, 3, 8, 8)
+    assert sized.train.images.shape == (4, 3, 8, 8)
     only_png = load_dataset(
         DataConfig(dataset="folder", train_dir=str(tmp_path / "Train"), test_dir=str(tmp_path / "Train"), im_ext=".png")
     )
-    assert only_png.train.images.shape == (1, 3, 20, 30) and np.array_equal(
+    assert only_png.train.images.shape == (2, 3, 20, 30) and np.array_equal(
         only_png.train.images[0].permute(1, 2, 0).numpy(), colour
     )
     with pytest.raises(UserError, match=r"validation holds no images with extension \.png"):  # only a gif there
@@ -320,6 +321,9 @@ def test_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="classes not in training folder.*cow"):
         load(data_root=str(tmp_path))
     (tmp_path / "test" / "cow").rename(tmp_path / "test" / "cat")
+    with pytest.raises(UserError, match="has one class"):
+        load(data_root=str(tmp_path))
+    _save(tmp_path / "train" / "dog" / "ok.png", _uint8(4, 4))
     (tmp_path / "test" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     with pytest.raises(UserError, match=r"cannot read image .*broken\.jpg"):
         load(data_root=str(tmp_path))

@@ -107,7 +107,8 @@ def load(name: str, cfg: DataConfig) -> DataBundle:
         try:
             dataset_class(str(data_root(cfg)), train=True, download=True)
         except (OSError, RuntimeError) as error:
-            raise UserError(f"{name}: download into {data_root(cfg)} failed ({error}); check the network") from None
+            reason = " ".join(str(error).split())  # torchvision's message spans lines (one per mirror tried)
+            raise UserError(f"{name}: download into {data_root(cfg)} failed ({reason}); check the network") from None
         files = _locate(name, cfg)
     if files is None:
         looked = [str(folder) for folder in _folders(name, cfg)]
