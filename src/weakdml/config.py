@@ -41,7 +41,8 @@ class DataConfig:
     labeled_fraction: float = _opt(0.1, "fraction of the training set that keeps its labels")
     labels_per_class: int | None = _opt(None, "labelled images per class (instead of --labeled-fraction)")
     val_fraction: float = _opt(0.2, "fraction of the labelled part held out for model selection")
-    split: str | None = _opt(None, "use this saved split file (from `weakdml split` or a run directory)")
+    split: str | None = _opt(None, "use this saved split file (from `weakdml split`, or a run directory's); "
+                                   "--labeled-fraction, --labels-per-class and --val-fraction are then unused")
     augment: str = _opt("weak", "training augmentation", ("none", "weak", "strong"))
 
 
