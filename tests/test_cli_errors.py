@@ -153,7 +153,8 @@ def test_evaluate_embeddings_command(capsys, tmp_path):
     assert main(["evaluate-embeddings", str(tmp_path / "e.npy"), str(tmp_path / "l.npy"), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     np.save(tmp_path / "words.npy", np.array(["a", "b", "c"] * 20))
-    assert "integers" in run_error(capsys, ["evaluate-embeddings", str(tmp_path / "e.npy"), str(tmp_path / "words.npy")])
+    words = str(tmp_path / "words.npy")
+    assert "integers" in run_error(capsys, ["evaluate-embeddings", str(tmp_path / "e.npy"), words])
     emb[5, 1] = np.nan
     np.save(tmp_path / "nan.npy", emb)
     assert "NaN" in run_error(capsys, ["evaluate-embeddings", str(tmp_path / "nan.npy"), str(tmp_path / "l.npy")])

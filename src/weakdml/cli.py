@@ -30,7 +30,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
             flag = "--" + name.replace("_", "-")
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
             help_text = f.metadata["help"]
-            if "default" not in help_text:
+            if "(default" not in help_text:  # some say it in their own words
                 help_text += f" (default: {','.join(map(str, default)) or 'none'})" if isinstance(default, list) \
                     else f" (default: {default})"
             base = {a for a in typing.get_args(kind) if a is not type(None)} or {kind}

@@ -61,7 +61,8 @@ def _check_input_size(model: EmbeddingNet, backbone: str, channels: int, size: i
     try:
         model.eval()(torch.zeros(2, channels, size, size))
     except RuntimeError:
-        raise UserError(f"{size}-px images are too small for {backbone}: raise --input-size (small-cnn needs 8)") from None
+        raise UserError(f"{size}-px images are too small for {backbone}: raise --input-size (small-cnn needs "
+                        f"8)") from None
 
 
 def _attach_log_file(run_dir: Path) -> None:
