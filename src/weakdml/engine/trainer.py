@@ -118,9 +118,10 @@ class Trainer:
         self._new_optimizer(self.stage_of(state["epoch"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):  # the saved lr is the old length's: a
-            for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,  # longer run
-                                           self.scheduler.lr_lambdas):  # (--epochs) follows its own schedule
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):
+            # the saved lr follows the saved length; a run given more --epochs goes on along its longer schedule
+            schedule = zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas)
+            for group, base, factor in schedule:
                 group["lr"] = base * factor(self.scheduler.last_epoch)
         self.scaler.load_state_dict(state["scaler"])
         self.best = state["best_val_accuracy"]
