@@ -129,6 +129,31 @@ def test_triplet_loss_equals_a_plain_loop_over_the_mined_triplets(kind):
     assert loss.item() == pytest.approx(plain_triplet_loss(z, batch.labels, 0.5, kind).item(), rel=1e-5)
 
 
+def plain_contrastive_loss(z: torch.Tensor, labels: torch.Tensor, pos_margin: float, neg_margin: float):
+    """Mean of the positive values of max(0, d − m_pos) over same-class pairs, plus that of max(0, m_neg − d) over
+    other-class pairs, by a loop over the pairs."""
+    z = torch.nn.functional.normalize(z, dim=1)
+    positive, negative = [], []
+    for a, b in itertools.permutations(range(len(z)), 2):
+        d = (z[a] - z[b]).norm()
+        if labels[a] == labels[b]:
+            positive.append(torch.relu(d - pos_margin))
+        else:
+            negative.append(torch.relu(neg_margin - d))
+    def mean_of_positive(values):
+        return torch.stack([v for v in values if v > 0] or [torch.tensor(0.0)]).mean()
+
+    return mean_of_positive(positive) + mean_of_positive(negative)
+
+
+def test_contrastive_loss_equals_a_plain_loop_over_the_pairs():
+    m, batch = tiny("contrastive", contrastive_pos_margin=0.2, contrastive_neg_margin=0.9)
+    loss = m.training_step(batch)["loss"]
+    z = m.model(batch.images.float() / 255)
+    expected = plain_contrastive_loss(z, batch.labels, 0.2, 0.9)
+    assert expected.item() > 0 and loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 @pytest.mark.parametrize("name", ["proxy-anchor", "soft-triple"])
 def test_learnable_proxies_are_optimised_and_stay_float32_under_autocast(name):
     m, batch = tiny(name)
