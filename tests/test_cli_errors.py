@@ -162,3 +162,17 @@ def test_evaluate_embeddings_command(capsys, tmp_path):
     np.save(tmp_path / "short.npy", labels[:10])
     run_error(capsys, ["evaluate-embeddings", str(tmp_path / "e.npy"), str(tmp_path / "short.npy")])
     run_error(capsys, ["evaluate-embeddings", str(tmp_path / "missing.npy"), str(tmp_path / "l.npy")])
+
+
+def test_a_run_whose_data_moved_is_evaluated_and_resumed_from_the_new_location(capsys, tmp_path):
+    write_folder(tmp_path / "data", n=6)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "folder", "--data-root", str(tmp_path / "data"), "--labeled-fraction", "1",
+                 "--epochs", "1", "--out", str(run), "--progress", "off", "--snapshot-images", "0"]) == 0
+    (tmp_path / "data").rename(tmp_path / "moved")
+    assert "not found" in run_error(capsys, ["evaluate", str(run)])
+    assert main(["evaluate", str(run), "--data-root", str(tmp_path / "moved"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] >= 0
+    assert main(["train", "--resume", str(run), "--data-root", str(tmp_path / "moved"), "--epochs", "2",
+                 "--progress", "off"]) == 0
+    assert build_config(run / "config.yaml").data.data_root == str(tmp_path / "moved")

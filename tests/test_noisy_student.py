@@ -30,8 +30,8 @@ def test_select_pseudo_labels_threshold_and_balance():
     # exactly n: 2 reach 0.96, one per class; 5 reach 0.8, two per class and the most confident of the rest
     assert select_pseudo_labels(probs, 0.96, balance=True).tolist() == [False, False, True, False, True, False]
     assert select_pseudo_labels(probs, 0.8, balance=True).tolist() == [True, True, True, True, True, False]
-    # all 6 reach 0.5: class 1, predicted twice, keeps both and class 0 fills its third place; 1 over 3 classes: the
-    # most confident image
+    # all 6 reach 0.5: class 1, predicted twice, keeps both and class 0's fourth image fills class 1's empty place;
+    # 1 over 3 classes: the most confident image
     assert select_pseudo_labels(probs, 0.5, balance=True).all()
     three = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.85, 0.05], [0.3, 0.3, 0.4]])
     assert select_pseudo_labels(three, 0.8, balance=True).tolist() == [False, True, False]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="recompute the test metrics of a run from its best model")
     p.add_argument("run_dir", help="a run directory (with config.yaml and best.pt)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--data-root", default=None, help="the data set's files are here now (default: where the run "
+                                                     "read them)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("evaluate-embeddings", help="metrics of any embeddings (.npy) and labels")
@@ -149,7 +152,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from weakdml.engine.run import evaluate_run
     from weakdml.evaluation.report import format_metrics
 
-    metrics = evaluate_run(Path(args.run_dir), args.device)
+    metrics = evaluate_run(Path(args.run_dir), args.device, args.data_root)
     if not (Path(args.run_dir) / "final_metrics.json").is_file():
         print(f"weakdml: note: {args.run_dir} has not finished training; these are its best model's metrics so far",
               file=sys.stderr)
@@ -223,6 +226,10 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+# Errors of the user's paths and machine (a file where a folder is needed, no permission, a full or read-only
+# disk): one line. Any other OSError is a programming error and keeps its traceback.
+USER_OS_ERRORS = {errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS}
+
 COMMANDS = {"datasets": cmd_datasets, "split": cmd_split, "train": cmd_train, "evaluate": cmd_evaluate,
             "evaluate-embeddings": cmd_evaluate_embeddings, "compare": cmd_compare,
             "plot": cmd_plot}
@@ -242,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `weakdml evaluate RUN --json | head`: the reader left, nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except OSError as error:  # a path that is a file where a folder is needed, no permission, a full disk, ...
+        return 1
+    except OSError as error:
+        if error.errno not in USER_OS_ERRORS:
+            raise
         print(f"weakdml: error: {error}", file=sys.stderr)
         return 2
     return 0

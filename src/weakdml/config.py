@@ -177,6 +177,9 @@ class Config:
 
 
 SECTIONS: dict[str, type] = typing.get_type_hints(Config)
+# Where the data set's files are read from: not a training setting, so a run may be resumed, evaluated or compared
+# with its data moved (its split's fingerprint checks that it is the same data).
+DATA_LOCATION = ("data_root", "train_dir", "test_dir", "unlabeled_dir")
 PATH_SETTINGS = (("data", "data_root"), ("data", "train_dir"), ("data", "test_dir"), ("data", "unlabeled_dir"),
                  ("data", "split"), ("model", "pretrained"))
 

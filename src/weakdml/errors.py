@@ -1,7 +1,7 @@
 """The one exception type for mistakes the user can fix (bad flag, missing data, empty folder, ...).
 
-The CLI prints it as a single line and exits with status 2; every other exception is a programming error and keeps
-its traceback.
+The CLI prints it as a single line and exits with status 2, as it does OS errors of the user's paths (see
+``cli.USER_OS_ERRORS``); every other exception is a programming error and keeps its traceback.
 """
 
 

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from weakdml.config import Config, build_config
+from weakdml.config import DATA_LOCATION, Config, build_config
 from weakdml.engine import run
 from weakdml.errors import UserError
 from weakdml.methods import METHODS
@@ -21,7 +21,7 @@ from weakdml.plots.tables import MethodRow, SeedResult, write_tables
 
 log = logging.getLogger("weakdml")
 # Settings that may differ between the runs of one study (they do not change what is learned).
-FREE_SETTINGS = ("out", "device", "progress", "eval_batch_size", "snapshot_images")
+FREE_SETTINGS = ("out", "device", "progress", "eval_batch_size", "snapshot_images", *DATA_LOCATION)
 _RUN_NAME = re.compile(r"^(?P<method>.+)-s(?P<seed>\d+)$")
 
 

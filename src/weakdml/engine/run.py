@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from weakdml.config import Config, build_config
+from weakdml.config import DATA_LOCATION, Config, build_config
 from weakdml.data.prepare import PreparedData, prepare_data
 from weakdml.engine.checkpoint import load_checkpoint
 from weakdml.engine.environment import resolve_device, seed_everything
@@ -27,7 +27,7 @@ from weakdml.models.embedding import EmbeddingNet, channel_stats
 from weakdml.models.pretrained import load_pretrained
 
 log = logging.getLogger("weakdml")
-RESUMABLE_SETTINGS = ("epochs", "nst_rounds", "device", "progress", "eval_batch_size")
+RESUMABLE_SETTINGS = ("epochs", "nst_rounds", "device", "progress", "eval_batch_size", *DATA_LOCATION)
 
 
 @dataclass
@@ -60,9 +60,11 @@ def _check_input_size(model: EmbeddingNet, backbone: str, channels: int, size: i
     """Refuse images too small for the backbone's downsampling before anything is written."""
     try:
         model.eval()(torch.zeros(2, channels, size, size))
-    except RuntimeError:
-        raise UserError(f"{size}-px images are too small for {backbone}: raise --input-size (small-cnn needs "
-                        f"8)") from None
+    except RuntimeError as error:
+        if "size" not in str(error):
+            raise
+        raise UserError(f"{size}-px images are too small for {backbone}: raise --input-size"
+                        + (" (small-cnn needs 8)" if backbone == "small-cnn" else "")) from None
 
 
 def _attach_log_file(run_dir: Path) -> None:
@@ -185,17 +187,17 @@ def final_metrics(method: Method, data: PreparedData, run_dir: Path) -> dict[str
             "best_epoch": int(best["epoch"]), **{f"test_{k}": v for k, v in embedding.items()}}
 
 
-def load_run(run_dir: Path, device: str = "auto") -> tuple[Config, PreparedData, Method]:
+def load_run(run_dir: Path, device: str = "auto", data_root: str | None = None) -> tuple[Config, PreparedData, Method]:
     """Rebuild a run's data, split and method from its directory (for evaluation and plots)."""
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "best.pt").is_file():
         raise UserError(f"{run_dir} is not a weakdml run directory with a trained model (config.yaml and best.pt)")
-    cfg = build_config(run_dir / "config.yaml", {"device": device})
+    cfg = build_config(run_dir / "config.yaml", {"device": device, "data_root": data_root})
     data = prepare_data(cfg, run_dir / "split.json")
     method = build_method(cfg, data, resolve_device(cfg.train.device))
     return cfg, data, method
 
 
-def evaluate_run(run_dir: Path, device: str = "auto") -> dict[str, Any]:
+def evaluate_run(run_dir: Path, device: str = "auto", data_root: str | None = None) -> dict[str, Any]:
     """Recompute the test metrics of a run from its saved best model."""
-    _, data, method = load_run(run_dir, device)
+    _, data, method = load_run(run_dir, device, data_root)
     return final_metrics(method, data, run_dir)

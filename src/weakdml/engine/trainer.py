@@ -136,7 +136,7 @@ class Trainer:
         now, kept = self.stage_starts, len(saved) - 1
         added = len(now) > len(saved)
         if len(now) == len(saved) == 2 and now[-1] < trained:
-            raise UserError(f"this run has trained {trained} epochs: --epochs can only grow")
+            raise UserError(f"this run has trained {trained} epochs: --epochs cannot be fewer")
         if (len(now) < len(saved) or saved[:-1] != now[:kept] or (added and saved[-1] != now[kept])
                 or now[-1] < trained):
             raise UserError(f"cannot resume this run with stages starting at epochs {now[:-1]} and ending at "

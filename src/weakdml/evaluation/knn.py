@@ -6,6 +6,7 @@ sizes of this project, as fast as flat faiss. ``backend="faiss"`` uses ``faiss.I
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Literal
 
 import numpy as np
@@ -101,7 +102,8 @@ def knn_search(
         return _faiss_search(q, r, k, exclude_self)
     if backend != "torch":
         raise UserError(f"unknown kNN backend {backend!r}: use 'torch' or 'faiss'")
-    with torch.autocast(q.device.type, enabled=False):  # exact: in the inputs' precision, even inside autocast
+    exact = torch.autocast(q.device.type, enabled=False) if q.device.type in ("cpu", "cuda") else nullcontext()
+    with exact:  # in the inputs' precision even inside autocast (training's, on CUDA); older torch lacks MPS autocast
         return _torch_search(q, r.to(q.device, q.dtype), k, exclude_self, chunk_size, ref_chunk_size)
 
 
