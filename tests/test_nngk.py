@@ -194,3 +194,18 @@ def test_evaluation_equals_a_per_image_reference_with_a_partial_last_batch():
                             for i in range(len(part))])
         assert result.accuracy == pytest.approx((scores.argmax(1) == part.labels).double().mean().item())
         assert result.loss == pytest.approx(F.cross_entropy(scores, part.labels).item(), rel=1e-5)
+
+
+def test_scores_stay_float32_and_unchanged_under_autocast():
+    """The kernel runs in float32 inside mixed precision (its exp and log-sum-exp would lose the classes far from
+    the best in bfloat16), with the same values as outside it; so does the search for the neighbours."""
+    g = torch.Generator().manual_seed(2)
+    head = NNGKHead(2000, 64, 5, neighbours=200, sigma=0.3)
+    head.refresh(F.normalize(torch.randn(2000, 64, generator=g), dim=1), torch.randint(0, 5, (2000,), generator=g), 0)
+    z = F.normalize(torch.randn(8, 64, generator=g), dim=1)
+    plain = head.train_log_scores(z, torch.arange(8)), head.query_log_scores(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = head.train_log_scores(z, torch.arange(8)), head.query_log_scores(z)
+    for a, b in zip(plain, mixed):
+        assert b.dtype == torch.float32
+        torch.testing.assert_close(a, b)
