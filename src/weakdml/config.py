@@ -180,8 +180,7 @@ SECTIONS: dict[str, type] = typing.get_type_hints(Config)
 # Where the data set's files are read from: not a training setting, so a run may be resumed, evaluated or compared
 # with its data moved (its split's fingerprint checks that it is the same data).
 DATA_LOCATION = ("data_root", "train_dir", "test_dir", "unlabeled_dir")
-PATH_SETTINGS = (("data", "data_root"), ("data", "train_dir"), ("data", "test_dir"), ("data", "unlabeled_dir"),
-                 ("data", "split"), ("model", "pretrained"))
+PATH_SETTINGS = (*DATA_LOCATION, "split", "pretrained")
 
 
 def _field_types(section: type) -> dict[str, Any]:
@@ -278,10 +277,10 @@ def config_from_flat(values: dict[str, Any]) -> Config:
         sections[section_name][name] = value
     config = Config(**{name: SECTIONS[name](**kw) for name, kw in sections.items()})
     validate(config)
-    for section, name in PATH_SETTINGS:  # saved absolute: a run is evaluated and resumed from any folder
-        value = getattr(getattr(config, section), name)
-        if value:
-            setattr(getattr(config, section), name, str(Path(value).expanduser().absolute()))
+    for name in PATH_SETTINGS:  # saved absolute: a run is evaluated and resumed from any folder
+        section = getattr(config, known[name][0])
+        if getattr(section, name):
+            setattr(section, name, str(Path(getattr(section, name)).expanduser().absolute()))
     return config
 
 

@@ -144,10 +144,10 @@ def _fit(cfg: Config, run_dir: Path, resume: bool, teacher_dir: Path | None = No
     trainer = Trainer(cfg, method, data.val, data.test, run_dir)
     if resume:
         trainer.resume()
-        finished = run_dir / "final_metrics.json"
-        if finished.is_file() and trainer.start_epoch < trainer.total_epochs:  # a finished run given more rounds:
-            finished.replace(run_dir / f"final_metrics-{trainer.start_epoch}-epochs.json")  # unfinished again
         if trainer.start_epoch < trainer.total_epochs:
+            finished = run_dir / "final_metrics.json"
+            if finished.is_file():  # a finished run given more epochs or rounds is unfinished again
+                finished.replace(run_dir / f"final_metrics-{trainer.start_epoch}-epochs.json")
             log.info(f"resumed {run_dir} at epoch {trainer.start_epoch + 1}")
         else:
             log.info(f"{run_dir} has finished its {trainer.total_epochs} epochs; nothing to train (more epochs: "
