@@ -4,7 +4,10 @@
 import torch
 import torch.nn.functional as F
 
-from weakdml.data.augment import augment, random_crop_flip, random_erase
+from weakdml.compat import import_torchvision
+from weakdml.data.augment import augment, rand_augment, random_crop_flip, random_erase
+
+import_torchvision()
 
 
 def test_crop_flip_equals_per_image_reference():
@@ -31,7 +34,7 @@ def test_views_are_reproducible_and_in_range():
         b = augment(images, kind, True, torch.Generator().manual_seed(5))
         assert torch.equal(a, b) and a.dtype == torch.float32 and a.shape == images.shape
         assert 0 <= a.min() and a.max() <= 1
-    assert torch.equal(torch.random.get_rng_state(), global_state)  # RandAugment's global draws are restored
+    assert torch.equal(torch.random.get_rng_state(), global_state)  # every draw comes from the generator
     assert torch.equal(augment(images, "none", True, torch.Generator()), images.float() / 255)
     assert not torch.equal(augment(images, "strong", True, torch.Generator().manual_seed(5)),
                            augment(images, "weak", True, torch.Generator().manual_seed(5)))
@@ -48,3 +51,25 @@ def test_cutout_erases_one_square_of_at_most_a_quarter_to_the_image_mean():
         h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
         assert h == w and changed.sum() == h * w and h * w <= 0.25 * 16 * 16  # one square, at most a quarter
         assert torch.allclose(erased[:, changed], image.mean().expand(3, int(changed.sum())))
+
+
+def test_rand_augment_equals_torchvision_applied_image_by_image():
+    from torchvision.transforms import v2
+
+    images = torch.randint(0, 256, (60, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    out = rand_augment(images, torch.Generator().manual_seed(2))
+    # replay the same draws, one image at a time, through torchvision's own operations
+    g, transform = torch.Generator().manual_seed(2), v2.RandAugment(2, 9, 31)
+    space = list(transform._AUGMENTATION_SPACE.items())
+    draws = [(torch.randint(0, len(space), (60,), generator=g), torch.rand(60, generator=g) <= 0.5) for _ in range(2)]
+    assert len({int(k) for drawn, _ in draws for k in drawn}) == len(space)  # every operation is exercised
+    for i in range(60):
+        expected = images[i]
+        for drawn, negative in draws:
+            name, (magnitudes_fn, signed) = space[int(drawn[i])]
+            magnitudes = magnitudes_fn(31, 12, 12)
+            value = 0.0 if magnitudes is None else float(magnitudes[9]) * (-1 if signed and negative[i] else 1)
+            expected = transform._apply_image_or_video_transform(expected, name, value, interpolation=
+                                                                 transform.interpolation, fill=transform._fill)
+        assert torch.equal(out[i], expected), i
+    assert not torch.equal(out, images)

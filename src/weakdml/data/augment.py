@@ -1,9 +1,9 @@
-"""Batched image augmentation on tensors: one call per batch, no Python loop over images for the weak views.
+"""Batched image augmentation on tensors: a few calls per batch, never a Python loop over its images.
 
 Images enter as uint8 (B, C, H, W) and leave as float in [0, 1]; the model normalises them itself. ``weak`` is the
 standard random crop (reflect padding of 1/8 of the side) plus a horizontal flip where the data set allows it;
-``strong`` adds RandAugment (torchvision transforms.v2, per image: its operations differ per image by design) and
-random erasing, the noise of Noisy Student and FixMatch.
+``strong`` adds RandAugment (torchvision transforms.v2's operations, drawn per image and applied in batches of the
+images that drew the same one) and random erasing, the noise of Noisy Student and FixMatch.
 """
 
 from __future__ import annotations
@@ -33,19 +33,29 @@ def random_crop_flip(images: torch.Tensor, flip: bool, generator: torch.Generato
     return out.permute(0, 3, 1, 2)
 
 
-def rand_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """RandAugment (2 operations, magnitude 9 of 31 bins drawn at random) per uint8 image; torch's global RNG is
-    re-seeded from ``generator`` so that the result is reproducible."""
+def rand_augment(images: torch.Tensor, generator: torch.Generator, num_ops: int = 2, magnitude: int = 9,
+                 bins: int = 31) -> torch.Tensor:
+    """RandAugment on a uint8 batch: each image draws ``num_ops`` operations (and, for signed ones, a sign) at
+    random from torchvision's RandAugment space, at ``magnitude`` of ``bins``. The images that drew the same
+    operation and sign go through torchvision's transform together, one batched call each instead of one per image;
+    the draws come from ``generator``."""
     import_torchvision()
     from torchvision.transforms import v2
-    state = torch.random.get_rng_state()
-    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-    try:
-        op = v2.RandAugment(num_ops=2, magnitude=9)
-        cpu = images.cpu()
-        out = torch.stack([op(img) for img in cpu]).to(images.device)
-    finally:
-        torch.random.set_rng_state(state)
+    transform = v2.RandAugment(num_ops, magnitude, bins)
+    space = list(transform._AUGMENTATION_SPACE.items())  # name -> (magnitudes(bins, height, width), signed)
+    b, (h, w) = len(images), images.shape[-2:]
+    out = images.clone()
+    for _ in range(num_ops):
+        drawn = torch.randint(0, len(space), (b,), generator=generator).to(images.device)
+        negative = (torch.rand(b, generator=generator) <= 0.5).to(images.device)
+        for k, (name, (magnitudes_fn, signed)) in enumerate(space):
+            magnitudes = magnitudes_fn(bins, h, w)
+            value = 0.0 if magnitudes is None else float(magnitudes[magnitude])
+            chosen = drawn == k
+            for sign, rows in ((1, chosen & ~negative), (-1, chosen & negative)) if signed else ((1, chosen),):
+                if rows.any():
+                    out[rows] = transform._apply_image_or_video_transform(
+                        out[rows], name, sign * value, interpolation=transform.interpolation, fill=transform._fill)
     return out
 
 
