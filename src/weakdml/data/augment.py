@@ -38,7 +38,9 @@ def rand_augment(images: torch.Tensor, generator: torch.Generator, num_ops: int 
     """RandAugment on a uint8 batch: each image draws ``num_ops`` operations (and, for signed ones, a sign) at
     random from torchvision's RandAugment space, at ``magnitude`` of ``bins``. The images that drew the same
     operation and sign go through torchvision's transform together, one batched call each instead of one per image;
-    the draws come from ``generator``."""
+    the draws come from ``generator``. The operation table and dispatcher are RandAugment's private
+    ``_AUGMENTATION_SPACE`` and ``_apply_image_or_video_transform``: a test checks them against torchvision
+    applied image by image."""
     import_torchvision()
     from torchvision.transforms import v2
     transform = v2.RandAugment(num_ops, magnitude, bins)
