@@ -44,15 +44,16 @@ def rand_augment(images: torch.Tensor, generator: torch.Generator, num_ops: int 
     import_torchvision()
     from torchvision.transforms import v2
     transform = v2.RandAugment(num_ops, magnitude, bins)
-    space = list(transform._AUGMENTATION_SPACE.items())  # name -> (magnitudes(bins, height, width), signed)
     b, (h, w) = len(images), images.shape[-2:]
+    operations = []  # (name, magnitude at this image size, signed), from name -> (magnitudes(bins, h, w), signed)
+    for name, (magnitudes_fn, signed) in transform._AUGMENTATION_SPACE.items():
+        magnitudes = magnitudes_fn(bins, h, w)
+        operations.append((name, 0.0 if magnitudes is None else float(magnitudes[magnitude]), signed))
     out = images.clone()
     for _ in range(num_ops):
-        drawn = torch.randint(0, len(space), (b,), generator=generator).to(images.device)
+        drawn = torch.randint(0, len(operations), (b,), generator=generator).to(images.device)
         negative = (torch.rand(b, generator=generator) <= 0.5).to(images.device)
-        for k, (name, (magnitudes_fn, signed)) in enumerate(space):
-            magnitudes = magnitudes_fn(bins, h, w)
-            value = 0.0 if magnitudes is None else float(magnitudes[magnitude])
+        for k, (name, value, signed) in enumerate(operations):
             chosen = drawn == k
             for sign, rows in ((1, chosen & ~negative), (-1, chosen & negative)) if signed else ((1, chosen),):
                 if rows.any():
