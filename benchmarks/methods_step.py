@@ -6,7 +6,7 @@
 A step is what the trainer does: ``training_step``, zero_grad, backward, optimiser step (batches are drawn before
 timing; ``on_epoch_start`` has run, so banks exist). Methods are timed round-robin, one step each per round, so a
 shared machine's load falls on all of them alike; the median over rounds is reported. A method with several stages
-(Noisy Student) is also timed in its last stage (the student: labelled plus pseudo-labelled batches). Images per step
+(Noisy Student) is also timed as its student (labelled plus pseudo-labelled batches). Images per step
 counts the rows that went through the network (mixup variants embed the clean and the mixed batch).
 Target: every MbDML variant ≤ 1.3× the cross-entropy step. Writes methods_step.json and methods_step.md.
 """
@@ -23,12 +23,16 @@ from pathlib import Path
 
 import torch
 
-from weakdml.config import all_fields, build_config
+from weakdml.config import Config, all_fields, build_config
 from weakdml.data.types import ImageSet, TrainData
 from weakdml.engine.environment import resolve_device
 from weakdml.engine.optim import build_optimizer
+from weakdml.engine.pipeline import method_names
+from weakdml.engine.trainer import load_batch
 from weakdml.methods import METHODS, Batch, Method
+from weakdml.methods.noisy_student import NoisyStudent, NoisyStudentTeacher
 from weakdml.models.embedding import EmbeddingNet
+from weakdml.pipelines.noisy_student import pseudo_labels
 
 TARGET = 1.3
 BATCH = 128
@@ -67,30 +71,30 @@ def draw_batches(method: Method, n: int) -> list[Batch]:
     epoch = 0
     while len(out) < n:
         method.seed_epoch(epoch)
-        out += list(method.batches(epoch))[:n - len(out)]
+        out += [load_batch(method, batch) for batch in list(method.batches(epoch))[:n - len(out)]]
         epoch += 1
     return out
 
 
+def ready(method: Method, name: str, cfg: Config, n: int) -> Timed:
+    method.seed_epoch(0)
+    method.on_epoch_start(0)
+    return Timed(name, method, build_optimizer(method.parameter_groups(), cfg.optim), draw_batches(method, n))
+
+
 def prepare(name: str, data: TrainData, device: torch.device, n: int) -> list[Timed]:
-    """The method ready to step, in its first stage and, if it has several, in its last."""
+    """The method ready to step; for Noisy Student also its student (labelled plus pseudo-labelled batches)."""
     known = all_fields()
     cfg = build_config(overrides={k: v for k, v in {"method": name, **SETTINGS}.items() if k in known})
     torch.manual_seed(0)
-    method = METHODS[name](EmbeddingNet(cfg.model, 1, 28), data, cfg).to(device).train()
-    method.seed_epoch(0)
-    method.on_epoch_start(0)
-    timed = [Timed(name, method, build_optimizer(method, cfg.optim), draw_batches(method, n))]
-    stages = method.stages()
-    if len(stages) > 1:
+    method_class = NoisyStudentTeacher if name == "mbdml4" else METHODS[name]
+    method = method_class(EmbeddingNet(cfg.model, 1, 28), data, cfg).to(device).train()
+    timed = [ready(method, name, cfg, n)]
+    if name == "mbdml4":
         torch.manual_seed(0)
-        student = METHODS[name](EmbeddingNet(cfg.model, 1, 28), data, cfg).to(device).train()
-        student.load_state_dict(method.state_dict())
-        student.begin_stage(len(stages) - 1)
-        student.seed_epoch(0)
-        student.on_epoch_start(0)
-        timed.append(Timed(f"{name} (stage {len(stages) - 1})", student, build_optimizer(student, cfg.optim),
-                           draw_batches(student, n)))
+        student = NoisyStudent(EmbeddingNet(cfg.model, 1, 28), data, cfg, pseudo_labels(method, cfg.nst)).to(device)
+        student.start_from(method.state_dict())
+        timed.append(ready(student.train(), f"{name} (student)", cfg, n))
     return timed
 
 
@@ -105,7 +109,7 @@ def count_images(t: Timed) -> int:
 
 def measure(device: torch.device, repeats: int, warmup: int) -> list[dict]:
     data = random_data()
-    runs = [t for name in METHODS for t in prepare(name, data, device, warmup + repeats)]
+    runs = [t for name in method_names() for t in prepare(name, data, device, warmup + repeats)]
     for t in runs:
         t.images_per_step = count_images(t)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

@@ -1,8 +1,8 @@
 """Diagnostic for docs/results.md ("What limits the student"); it READS THE TRUE LABELS of the unlabelled part,
 which weakdml itself never does, so it lives here and not in the library.
 
-Trains round R of a finished MbDML4 teacher-student run again, from its round R-1 student and with its settings, into
-a new folder, with the unlabelled images labelled in one of three ways:
+Trains round R of a finished MbDML4 teacher-student run again, into a new run that starts from the source run's
+stages up to round R's pseudo-labels, with the unlabelled images labelled in one of three ways:
   pseudo    the teacher's pseudo-labels, as weakdml trains (the control);
   selected  the teacher's selection, each image with its true label;
   all       every unlabelled image with its true label.
@@ -10,56 +10,35 @@ a new folder, with the unlabelled images labelled in one of three ways:
     python scripts/true_label_round.py RUN_DIR ROUND {pseudo,selected,all} OUT_DIR
 """
 
-import shutil
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from weakdml.config import build_config
-from weakdml.data.prepare import prepare_data
-from weakdml.data.registry import load_dataset
+from weakdml.data.prepare import load_bundle
 from weakdml.data.splits import Split
-from weakdml.engine.environment import resolve_device, seed_everything
-from weakdml.engine.metrics_log import MetricsLog
-from weakdml.engine.run import build_method, final_metrics
-from weakdml.engine.trainer import Trainer
+from weakdml.engine import run as run_module
+from weakdml.engine.checkpoint import load_checkpoint, save_atomic
+from weakdml.engine.pipeline import pipeline_for
 
 
 def main(run: Path, round_: int, labels: str, out: Path) -> None:
-    cfg = build_config(run / "config.yaml", {"out": str(out), "progress": "off"})
-    out.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.train.seed, False)
-    data = prepare_data(cfg, run / "split.json")
-    truth = load_dataset(cfg.data).train.labels[torch.tensor(Split.load(run / "split.json").unlabeled)]
-    method = build_method(cfg, data, resolve_device(cfg.train.device))
-    trainer = Trainer(cfg, method, data.val, data.test, out)
-    rows = [row for row in MetricsLog(run, tensorboard=False).rows() if row["stage"] < round_]
-    for row in rows:  # the run up to the round, as if trained here
-        trainer.log.append(row)
-    for stage in range(round_):
-        shutil.copy(run / f"best-stage{stage}.pt", out / f"best-stage{stage}.pt")
-    best = max(rows, key=lambda row: (row["val_accuracy"], row["epoch"]))
-    shutil.copy(run / f"best-stage{best['stage']}.pt", out / "best.pt")
-    trainer.best = best["val_accuracy"]
-    trainer.start_epoch = trainer.stage_starts[round_]
-
-    pseudo_labelling = method.begin_stage
-
-    def begin_stage(stage: int) -> None:
-        pseudo_labelling(stage)
-        wrong = (method.pseudo_targets.argmax(1) != truth)[method.pseudo_mask].float().mean().item()
-        print(f"round {stage}: the teacher selected {int(method.pseudo_mask.sum())} images, {wrong:.4f} wrongly "
-              f"labelled", flush=True)
-        if labels != "pseudo":
-            method.pseudo_targets.copy_(F.one_hot(truth, method.pseudo_targets.shape[1]).float())
-            if labels == "all":
-                method.pseudo_mask.fill_(True)
-
-    method.begin_stage = begin_stage
-    trainer.fit()
-    metrics = final_metrics(method, data, out)
+    label_stage = 2 * round_ - 1  # teacher, label-1, student-1, label-2, ...
+    cfg, out = run_module.train_from_stages(run, label_stage + 1, {"out": str(out), "nst_rounds": round_,
+                                                                   "progress": "off"}, {"nst_rounds"})
+    truth = load_bundle(cfg).train.labels[torch.tensor(Split.load(run / "split.json").unlabeled)]
+    path = pipeline_for(cfg).directory(out, label_stage) / "pseudo_labels.pt"
+    pseudo = load_checkpoint(path)
+    wrong = (pseudo["targets"].argmax(1) != truth)[pseudo["mask"]].float().mean().item()
+    print(f"round {round_}: the teacher selected {int(pseudo['mask'].sum())} images, {wrong:.4f} wrongly labelled",
+          flush=True)
+    if labels != "pseudo":
+        pseudo["targets"] = F.one_hot(truth, pseudo["targets"].shape[1]).float()
+        if labels == "all":
+            pseudo["mask"] = torch.ones_like(pseudo["mask"])
+        save_atomic(pseudo, path)
+    metrics = run_module.resume(out).metrics
     print(labels, {key: metrics[key] for key in ("test_accuracy", "val_accuracy", "best_epoch")}, flush=True)
 
 

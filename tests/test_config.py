@@ -24,7 +24,7 @@ def test_saved_config_round_trips(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"labeled_fraction": 0}, "labeled-fraction must be in"),
+    ({"labeled_fraction": -0.1}, "labeled-fraction must be in"),
     ({"labeled_fraction": 1.5}, "labeled-fraction must be in"),
     ({"epochs": "ten"}, "expects int"),
     ({"backbone": "vgg"}, "must be one of"),

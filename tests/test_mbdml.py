@@ -10,6 +10,7 @@ from scipy import stats
 from test_nngk import bank_neighbours, loop_class_log_scores
 from tiny import tiny_method
 
+from weakdml.engine.trainer import load_batch
 from weakdml.methods import Batch
 from weakdml.methods.mixing import mix, sample_lambda
 
@@ -21,7 +22,7 @@ def tiny(method: str, **overrides):
     if hasattr(m, "head"):
         m.head.log_weights.data.normal_(0, 0.3, generator=g)
     idx = torch.tensor([0, 4, 5, 7, 9, 11])
-    return m, Batch(labeled.images[idx], labeled.labels[idx], idx)
+    return m, load_batch(m, Batch(idx))
 
 
 def reference_nll(head, z, neighbours, labels):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from tiny import tiny_method
 
 from weakdml.data.types import ImageSet
-from weakdml.engine.trainer import evaluate_accuracy
+from weakdml.engine.tasks import classifier_metrics
 from weakdml.methods import nngk_head
 from weakdml.methods.nngk_head import ABSENT_CLASS_GAP, NNGKHead, all_centres_log_scores, class_log_scores
 
@@ -155,10 +155,10 @@ def test_bank_is_refreshed_every_update_interval_epochs():
     m, g = tiny_method("nngk", 12, 3, update_interval=3)
     m.on_epoch_start(0)
     first = m.head.centres.clone()
-    torch.testing.assert_close(first, m.embed_all(m.data.labeled.images))
+    torch.testing.assert_close(first, m.embed_all(m.data.labeled))
     with torch.no_grad():
         m.model.projection.weight.add_(torch.randn(m.model.projection.weight.shape, generator=g))
-    moved = m.embed_all(m.data.labeled.images)
+    moved = m.embed_all(m.data.labeled)
     assert not torch.allclose(moved, first)
     for epoch in (1, 2):
         m.on_epoch_start(epoch)
@@ -170,7 +170,7 @@ def test_bank_is_refreshed_every_update_interval_epochs():
         m.model.projection.weight.mul_(-1)
     m.head.refreshed_at.fill_(-1)
     m.on_epoch_start(4)
-    reset = m.embed_all(m.data.labeled.images)
+    reset = m.embed_all(m.data.labeled)
     torch.testing.assert_close(m.head.centres, reset)
     with torch.no_grad():
         m.model.projection.weight.mul_(-1)
@@ -189,11 +189,12 @@ def test_evaluation_equals_a_per_image_reference_with_a_partial_last_batch():
     m.head.log_weights.data.normal_(0, 0.3, generator=g)
     parts = [ImageSet(torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g),
                       torch.randint(0, 3, (n,), generator=g)) for n in (13, 7)]
-    for part, result in zip(parts, evaluate_accuracy(m, *parts)):
+    metrics = classifier_metrics(m, {"a": parts[0], "b": parts[1]})
+    for name, part in zip("ab", parts):
         scores = torch.cat([kernel_scores_reference(m.head, m.embed_all(part.images[i:i + 1]))
                             for i in range(len(part))])
-        assert result.accuracy == pytest.approx((scores.argmax(1) == part.labels).double().mean().item())
-        assert result.loss == pytest.approx(F.cross_entropy(scores, part.labels).item(), rel=1e-5)
+        assert metrics[f"{name}_accuracy"] == pytest.approx((scores.argmax(1) == part.labels).double().mean().item())
+        assert metrics[f"{name}_loss"] == pytest.approx(F.cross_entropy(scores, part.labels).item(), rel=1e-5)
 
 
 def test_scores_stay_float32_and_unchanged_under_autocast():

@@ -1,5 +1,6 @@
 """Noisy Student (MbDML4): pseudo-labels come from the teacher's predictions only, an empty confident set is handled,
-and rounds hand the teacher's best weights to a re-initialised student."""
+and the pipeline's rounds (teacher -> pseudo-label -> student, each stage in its own directory) hand the teacher's
+best weights to a re-initialised or continued student."""
 
 import json
 import logging
@@ -15,10 +16,14 @@ from weakdml.data.prepare import prepare_data
 from weakdml.data.types import ImageSet, TrainData
 from weakdml.engine import run as run_module
 from weakdml.engine.checkpoint import load_checkpoint
+from weakdml.engine.pipeline import pipeline_for
+from weakdml.engine.stages import build_method
+from weakdml.engine.trainer import Trainer, load_batch
 from weakdml.errors import UserError
 from weakdml.methods import Batch
-from weakdml.methods.noisy_student import MbDML4, select_pseudo_labels, soft_cross_entropy
+from weakdml.methods.noisy_student import NoisyStudent, NoisyStudentTeacher, select_pseudo_labels, soft_cross_entropy
 from weakdml.models.backbones import DropPath
+from weakdml.pipelines.noisy_student import pseudo_labels
 
 
 def test_select_pseudo_labels_threshold_and_balance():
@@ -45,11 +50,19 @@ def test_soft_cross_entropy_equals_cross_entropy_on_one_hot():
 
 
 def tiny_mbdml4(**overrides):
-    """MbDML4 on 12 labelled and 30 unlabelled random images, its bank built and its kernel weights random."""
+    """MbDML4's teacher on 12 labelled and 30 unlabelled random images, its bank built and its kernel weights
+    random."""
     m, g = tiny_method("mbdml4", 12, 3, n_unlabeled=30, **{"neighbours": 5, "sigma": 0.7, **overrides})
     m.on_epoch_start(0)
     m.head.log_weights.data.normal_(0, 0.3, generator=g)
     return m
+
+
+def student_of(teacher, pseudo):
+    """A student on the teacher's data with the teacher's weights (``--nst-init teacher``)."""
+    student = NoisyStudent(teacher.model, teacher.data, teacher.cfg, pseudo)
+    student.start_from(teacher.state_dict())
+    return student
 
 
 @pytest.mark.parametrize("soft,balance", [(False, True), (True, False)])
@@ -57,22 +70,23 @@ def test_student_pseudo_labels_and_loss_equal_reference(soft, balance):
     """The student's targets are the teacher's kernel predictions (one-hot or its probabilities) on the images the
     selection rule keeps; its loss is the MbDML3 loss plus scale_nst x the cross-entropy of its kernel scores on a
     batch of unlabelled_ratio x as many of those images."""
-    m = tiny_mbdml4(nst_soft=soft, nst_balance=balance, nst_threshold=0.5, nst_init="teacher", nst_augment="none",
+    m = tiny_mbdml4(nst_soft=soft, nst_balance=balance, nst_threshold=0.5, nst_init="teacher", augment="none",
                     scale_nst=1.5, unlabeled_ratio=2, batch_size=4, beta=0.5, scale_mixup=3.0)
-    teacher = kernel_scores_reference(m.head, m.embed_all(m.data.unlabeled.images)).softmax(1).float()
-    m.begin_stage(1)
-    assert torch.equal(m.pseudo_mask, select_pseudo_labels(teacher, 0.5, balance))
-    assert 0 < int(m.pseudo_mask.sum()) < 30
+    teacher = kernel_scores_reference(m.head, m.embed_all(m.data.unlabeled)).softmax(1).float()
+    pseudo = pseudo_labels(m, m.cfg.nst)
+    assert torch.equal(pseudo["mask"], select_pseudo_labels(teacher, 0.5, balance))
+    assert 0 < int(pseudo["mask"].sum()) < 30
     expected = teacher if soft else F.one_hot(teacher.argmax(1), 3).float()
-    torch.testing.assert_close(m.pseudo_targets, expected)
+    torch.testing.assert_close(pseudo["targets"], expected)
 
-    m.seed_epoch(1)
-    m.on_epoch_start(1)
-    batch = next(iter(m.batches(1)))
-    assert len(batch.unlabeled_index) == 8 and m.pseudo_mask[batch.unlabeled_index].all()
+    student = student_of(m, pseudo)
+    student.seed_epoch(1)
+    student.on_epoch_start(1)
+    batch = load_batch(student, next(iter(student.batches(1))))
+    assert len(batch.unlabeled_index) == 8 and pseudo["mask"][batch.unlabeled_index].all()
     assert torch.equal(batch.unlabeled_images, m.data.unlabeled.images[batch.unlabeled_index])
-    losses = m.training_step(batch)
-    scores = kernel_scores_reference(m.head, m.model(batch.unlabeled_images.float() / 255))
+    losses = student.training_step(batch)
+    scores = kernel_scores_reference(student.head, student.model(batch.unlabeled_images.float() / 255))
     reference = -(expected[batch.unlabeled_index] * F.log_softmax(scores, 1)).sum(1).mean()
     torch.testing.assert_close(losses["unlabeled"].double(), reference, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(losses["loss"], 0.5 * losses["nngk"] + 3.0 * losses["mixup"] + 1.5 * reference.float())
@@ -91,8 +105,8 @@ def test_online_pseudo_loss_equals_reference():
 
     m.view = plain_view
     idx = torch.tensor([0, 4, 5, 7])
-    unlabeled = m.data.unlabeled.images[:10]
-    batch = Batch(m.data.labeled.images[idx], m.data.labeled.labels[idx], idx, unlabeled, torch.arange(10))
+    batch = load_batch(m, Batch(idx, torch.arange(10)))
+    unlabeled = batch.unlabeled_images
     z = m.model(batch.images.float() / 255)
     labelled = loop_class_log_scores(z, m.head.centres, m.head.centre_labels, m.head.log_weights,
                                      m.head.train_neighbours[idx], m.head.sigma, 3).softmax(1).max(1).values.mean()
@@ -129,35 +143,36 @@ def test_online_variant_never_reads_unlabelled_labels():
                            nst_variant="online", nst_start=0, c_tau=0.5, batch_size=4, augment="weak")
         m.seed_epoch(0)
         m.on_epoch_start(0)
-        losses.append([m.training_step(batch) for batch in m.batches(0)])
+        losses.append([m.training_step(load_batch(m, batch)) for batch in list(m.batches(0))])
     assert any(step["pseudo_fraction"] > 0 for step in losses[0])
     for a, b in zip(*losses):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def student_after_one_round(unlabeled_labels: torch.Tensor, threshold: float = 0.3):
-    """A trained-for-2-epochs teacher, then begin_stage(1) and one student step; returns what depends on data."""
-    torch.manual_seed(0)
+    """A teacher trained for 2 epochs, its pseudo-labels and one step of its student; returns what depends on
+    data."""
     cfg = build_config(overrides={"method": "mbdml4", "epochs": 2, "nst_threshold": threshold, "seed": 0})
     data = prepare_data(cfg)
-    unlabeled = ImageSet(data.train.unlabeled.images, unlabeled_labels)
-    train = TrainData(data.train.labeled, unlabeled, data.train.num_classes, data.train.flip)
-    method = run_module.METHODS["mbdml4"](run_module.EmbeddingNet(cfg.model, 1, 16), train, cfg)
+    data.train = TrainData(data.train.labeled, ImageSet(torch.cat([data.train.unlabeled.load(torch.arange(
+        len(data.train.unlabeled)))]), unlabeled_labels), data.train.num_classes, data.train.flip)
+    method = build_method(cfg, NoisyStudentTeacher, data, torch.device("cpu"))
     opt = torch.optim.Adam(method.parameters(), lr=1e-3)
     for epoch in range(2):
         method.train()
         method.seed_epoch(epoch)
         method.on_epoch_start(epoch)
-        for batch in method.batches(epoch):
+        for batch in list(method.batches(epoch)):
             opt.zero_grad()
-            method.training_step(batch)["loss"].backward()
+            method.training_step(load_batch(method, batch))["loss"].backward()
             opt.step()
-    method.begin_stage(1)
-    method.train()
-    method.seed_epoch(2)
-    method.on_epoch_start(2)
-    batch = next(iter(method.batches(2)))
-    return method, method.training_step(batch)
+    pseudo = pseudo_labels(method, cfg.nst)
+    student = build_method(cfg, NoisyStudent, data, torch.device("cpu"), pseudo=pseudo)
+    student.train()
+    student.seed_epoch(2)
+    student.on_epoch_start(2)
+    batch = load_batch(student, next(iter(student.batches(2))))
+    return student, student.training_step(batch)
 
 
 def test_unlabelled_labels_are_never_read():
@@ -165,56 +180,64 @@ def test_unlabelled_labels_are_never_read():
     cfg = build_config()
     data = prepare_data(cfg)
     assert (data.train.unlabeled.labels == -1).all()  # what training code gets
-    pool = prepare_data(cfg).bundle.train.labels
-    true_labels = pool[torch.tensor(data.split.unlabeled)]
+    true_labels = data.bundle.train.labels[torch.tensor(data.split.unlabeled)]
     garbage = torch.randint(0, 10, true_labels.shape, generator=torch.Generator().manual_seed(9))
     a, losses_a = student_after_one_round(true_labels)
     b, losses_b = student_after_one_round(garbage)
-    assert a.pseudo_mask.any()
-    assert torch.equal(a.pseudo_mask, b.pseudo_mask) and torch.equal(a.pseudo_targets, b.pseudo_targets)
+    assert a.mask.any()
+    assert torch.equal(a.mask, b.mask) and torch.equal(a.targets, b.targets)
     assert torch.equal(losses_a["loss"], losses_b["loss"])
 
 
 def test_pseudo_labels_are_the_teachers_predictions_and_empty_set_is_handled(caplog):
-    method, losses = student_after_one_round(torch.full((1295,), -1), threshold=0.3)
-    kept = method.pseudo_mask
-    assert kept.any() and torch.isfinite(losses["loss"]) and "unlabeled" in losses
+    student, losses = student_after_one_round(torch.full((1295,), -1), threshold=0.3)
+    assert student.mask.any() and torch.isfinite(losses["loss"]) and "unlabeled" in losses
     with caplog.at_level(logging.WARNING, logger="weakdml"):
         empty, losses = student_after_one_round(torch.full((1295,), -1), threshold=1.01)
-    assert not empty.pseudo_mask.any()
+    assert not empty.mask.any()
     assert "no unlabelled image" in caplog.text
     assert torch.isfinite(losses["loss"]) and "unlabeled" not in losses  # labelled-only student step
 
 
+def record_stage_starts(monkeypatch) -> dict:
+    """Record, as each trained stage begins, its first epoch, its network's weights and its method."""
+    starts = {}
+    original = Trainer.fit
+
+    def spy(self):
+        if self.start_epoch == self.first_epoch:
+            starts[self.stage] = (self.first_epoch, {k: v.clone() for k, v in self.method.state_dict().items()},
+                                  self.method)
+        original(self)
+
+    monkeypatch.setattr(Trainer, "fit", spy)
+    return starts
+
+
 def test_rounds_hand_over_teacher_to_student(tmp_path, monkeypatch):
-    seen = {}
-    original = MbDML4.begin_stage
-
-    def spy(self, stage):
-        seen[stage] = {k: v.clone() for k, v in self.model.state_dict().items()}
-        teacher_probs = self.predict_all(self.data.unlabeled.images).softmax(1)
-        original(self, stage)
-        seen[f"targets{stage}"] = (teacher_probs.argmax(1), self.pseudo_targets.argmax(1), self.pseudo_mask.clone())
-        seen[f"student{stage}"] = {k: v.clone() for k, v in self.model.state_dict().items()}
-
-    monkeypatch.setattr(MbDML4, "begin_stage", spy)
+    """Each student is labelled by its teacher's best weights and starts from the weights its teacher started from;
+    each stage has its directory, epochs are numbered across them, and the run keeps the best stage's model."""
+    starts = record_stage_starts(monkeypatch)
+    run = tmp_path / "run"
     cfg = build_config(overrides={"method": "mbdml4", "epochs": 3, "nst_epochs": 2, "nst_rounds": 2,
-                                  "nst_threshold": 0.3, "out": str(tmp_path / "run"), "progress": "off",
-                                  "snapshot_images": 0})
+                                  "nst_threshold": 0.3, "out": str(run), "progress": "off", "snapshot_images": 0})
     run_module.train(cfg)
-    rows = metric_rows(tmp_path / "run")
-    assert [r["stage"] for r in rows] == [0, 0, 0, 1, 1, 2, 2]
-    assert set(seen) >= {1, 2}
-    teacher1 = load_checkpoint(tmp_path / "run" / "best-stage0.pt")["method"]
-    teacher2 = load_checkpoint(tmp_path / "run" / "best-stage1.pt")["method"]
-    for stage, teacher in ((1, teacher1), (2, teacher2)):
-        for key, value in seen[stage].items():
-            assert torch.equal(value, teacher[f"model.{key}"]), key  # the student round starts from the teacher
-        predicted, targets, mask = seen[f"targets{stage}"]
-        assert torch.equal(predicted[mask], targets[mask])  # pseudo-labels are the teacher's predictions
-        weight = "projection.weight"
-        assert not torch.equal(seen[f"student{stage}"][weight], seen[stage][weight])  # and the student is new
-    best = json.loads((tmp_path / "run" / "final_metrics.json").read_text())["best_epoch"]
+    rows = metric_rows(run)
+    assert [r["stage"] for r in rows] == [0, 0, 0, 1, 1, 2, 2] and [r["epoch"] for r in rows] == list(range(7))
+    assert sorted(p.name for p in run.iterdir() if p.is_dir() and p.name[0].isdigit()) == [
+        "00-teacher", "01-label-1", "02-student-1", "03-label-2", "04-student-2"]
+    assert [starts[s][0] for s in (0, 1, 2)] == [0, 3, 5]
+    for stage, teacher_dir, label_dir in ((1, "00-teacher", "01-label-1"), (2, "02-student-1", "03-label-2")):
+        weights = {k: v for k, v in starts[stage][1].items() if k.startswith("model.")}
+        for key, value in weights.items():
+            assert torch.equal(value, starts[0][1][key]), key  # a scratch student: the teacher's initial weights
+        teacher = starts[stage - 1][2]
+        teacher.load_state_dict(load_checkpoint(run / teacher_dir / "best.pt")["method"])
+        predicted = teacher.predict_all(teacher.data.unlabeled).argmax(1)
+        pseudo = load_checkpoint(run / label_dir / "pseudo_labels.pt")
+        assert pseudo["mask"].any() and torch.equal(predicted[pseudo["mask"]], pseudo["targets"].argmax(1)[
+            pseudo["mask"]])
+    best = json.loads((run / "final_metrics.json").read_text())["best_epoch"]
     assert max(r["val_accuracy"] for r in rows) == pytest.approx(rows[best]["val_accuracy"])
 
 
@@ -224,54 +247,52 @@ def test_online_variant_uses_confident_unlabelled_images(tmp_path):
                                   "snapshot_images": 0})
     run_module.train(cfg)
     rows = metric_rows(tmp_path / "run")
+    assert (tmp_path / "run" / "last.pt").is_file()  # one stage: the run directory is its directory
     assert "train_pseudo_fraction" not in rows[0]  # before --nst-start: labelled only
     assert 0 < rows[2]["train_pseudo_fraction"] <= 1 and rows[2]["train_unlabeled"] > 0
 
 
-def test_student_initialised_from_teacher_keeps_its_weights():
-    cfg = build_config(overrides={"method": "mbdml4", "nst_init": "teacher", "nst_threshold": 0.3})
-    data = prepare_data(cfg)
-    method = run_module.METHODS["mbdml4"](run_module.EmbeddingNet(cfg.model, 1, 16), data.train, cfg)
-    with torch.no_grad():
-        method.head.log_weights.normal_()
-    before = {k: v.clone() for k, v in method.state_dict().items() if not k.startswith("pseudo") and k != "stage"}
-    method.begin_stage(1)
-    after = method.state_dict()
-    assert int(after["stage"]) == 1 and method.pseudo_mask.any()
-    for key, value in before.items():
+def test_student_initialised_from_teacher_keeps_its_weights(tmp_path, monkeypatch):
+    """``--nst-init teacher``: the student starts from its teacher's best weights (kernel weights included) and
+    builds its own bank at its first epoch."""
+    starts = record_stage_starts(monkeypatch)
+    run = tmp_path / "run"
+    run_module.train(build_config(overrides={"method": "mbdml4", "epochs": 2, "nst_epochs": 1, "nst_init": "teacher",
+                                             "nst_threshold": 0.3, "out": str(run), "progress": "off",
+                                             "snapshot_images": 0}))
+    teacher = load_checkpoint(run / "00-teacher" / "best.pt")["method"]
+    student_start = starts[1][1]
+    assert teacher["head.log_weights"].any()
+    for key, value in teacher.items():
         if key != "head.refreshed_at":
-            assert torch.equal(value, after[key]), key
-    assert method.head.refreshed_at.item() == -1  # the bank is rebuilt with the student's first epoch
+            assert torch.equal(value, student_start[key]), key
+    assert student_start["head.refreshed_at"].item() == -1
 
 
-def test_scratch_student_restarts_from_the_teachers_initial_weights_with_its_own_noise():
-    """``--nst-init scratch``: the student gets the weights the teacher started from (random or pretrained), its kernel
-    weights and σ reset, and the student noise (dropout, stochastic depth) only in student stages."""
-    cfg = build_config(overrides={"method": "mbdml4", "nst_threshold": 0.3, "backbone": "resnet18",
-                                  "learnable_sigma": True, "nst_dropout": 0.4, "nst_stochastic_depth": 0.3})
-    data = prepare_data(cfg)
-    method = run_module.METHODS["mbdml4"](run_module.EmbeddingNet(cfg.model, 1, 16), data.train, cfg)
-    initial = {k: v.clone() for k, v in method.model.state_dict().items()}
-    method.on_epoch_start(0)
-    drop_paths = [m for m in method.model.modules() if isinstance(m, DropPath)]
-    assert method.model.dropout.p == 0 and all(m.p == 0 for m in drop_paths)  # the teacher: no student noise
-    with torch.no_grad():  # "training" moves every weight
-        for value in method.parameters():
-            value.add_(0.1)
-    method.begin_stage(1)
-    for key, value in initial.items():
-        assert torch.equal(method.model.state_dict()[key], value), key
-    assert not method.head.log_weights.any()
-    assert method.head.sigma.item() == pytest.approx(cfg.nngk.sigma)
-    method.on_epoch_start(1)
-    assert method.model.dropout.p == 0.4 and drop_paths[-1].p == pytest.approx(0.3)
+def test_scratch_student_restarts_from_the_teachers_initial_weights_with_its_own_noise(tmp_path, monkeypatch):
+    """``--nst-init scratch``: the student gets the weights the teacher started from, its kernel weights and σ
+    reset, and the student noise (dropout, stochastic depth) only in student stages."""
+    starts = record_stage_starts(monkeypatch)
+    run_module.train(build_config(overrides={
+        "method": "mbdml4", "nst_threshold": 0.3, "backbone": "resnet18", "learnable_sigma": True, "nst_dropout": 0.4,
+        "nst_stochastic_depth": 0.3, "epochs": 1, "nst_epochs": 1, "out": str(tmp_path / "run"), "progress": "off",
+        "snapshot_images": 0}))
+    (_, teacher_start, teacher), (_, student_start, student) = starts[0], starts[1]
+    for key, value in teacher_start.items():
+        assert torch.equal(student_start[key], value) or key == "head.refreshed_at", key
+    assert not student_start["head.log_weights"].any()
+    assert student_start["head.log_sigma"].exp().item() == pytest.approx(0.3)
+    teacher_paths = [m for m in teacher.model.modules() if isinstance(m, DropPath)]
+    student_paths = [m for m in student.model.modules() if isinstance(m, DropPath)]
+    assert teacher.model.dropout.p == 0 and all(m.p == 0 for m in teacher_paths)  # the teacher: no student noise
+    assert student.model.dropout.p == 0.4 and student_paths[-1].p == pytest.approx(0.3)
 
 
-def test_teacher_student_without_unlabelled_images_is_refused():
-    cfg = build_config(overrides={"method": "mbdml4", "labeled_fraction": 1.0})
-    data = prepare_data(cfg)
+def test_teacher_student_without_unlabelled_images_is_refused(tmp_path):
+    cfg = build_config(overrides={"method": "mbdml4", "labeled_fraction": 1.0, "out": str(tmp_path / "run")})
     with pytest.raises(UserError, match="no unlabelled images"):
-        run_module.METHODS["mbdml4"](run_module.EmbeddingNet(cfg.model, 1, 16), data.train, cfg)
+        run_module.train(cfg)
+    assert not (tmp_path / "run" / "00-teacher" / "last.pt").exists()  # refused before training
 
 
 def test_a_student_trains_on_another_runs_finished_teacher(tmp_path):
@@ -284,8 +305,8 @@ def test_a_student_trains_on_another_runs_finished_teacher(tmp_path):
     teacher_rows = metric_rows(teacher_dir)
     assert [r["stage"] for r in rows] == [0, 0, 1, 1]
     assert rows[:2] == teacher_rows[:2]  # the teacher's epochs, not trained again
-    teacher = load_checkpoint(teacher_dir / "best-stage0.pt")["method"]
-    copied = load_checkpoint(student_dir / "best-stage0.pt")["method"]
+    teacher = load_checkpoint(teacher_dir / "00-teacher" / "best.pt")["method"]
+    copied = load_checkpoint(student_dir / "00-teacher" / "best.pt")["method"]
     assert all(torch.equal(teacher[k], copied[k]) for k in teacher)
     saved = build_config(student_dir / "config.yaml")
     assert (saved.nst.nst_augment, saved.nst.nst_threshold, saved.train.out) == ("weak", 0.2, str(student_dir))
@@ -297,8 +318,8 @@ def test_a_student_trains_on_another_runs_finished_teacher(tmp_path):
         run_module.train_student(teacher_dir, {"lr": 0.1, "out": str(tmp_path / "other")})
     with pytest.raises(UserError, match="already holds a run"):
         run_module.train_student(teacher_dir, {"out": str(student_dir)})
-    (teacher_dir / "metrics.jsonl").write_text(json.dumps(teacher_rows[0]) + "\n")  # as if stopped after epoch 1
-    with pytest.raises(UserError, match="has finished 1 of its 2 epochs"):
+    (teacher_dir / "00-teacher" / "stage.json").unlink()  # as if stopped before the teacher finished
+    with pytest.raises(UserError, match="has not finished its stage.s. teacher"):
         run_module.train_student(teacher_dir, {"out": str(tmp_path / "early")})
 
 
@@ -309,40 +330,50 @@ def test_from_teacher_needs_an_mbdml4_teacher(tmp_path):
         run_module.train_student(tmp_path / "nngk", {"out": str(tmp_path / "student")})
 
 
+def test_runs_of_the_earlier_one_checkpoint_layout_are_refused_with_a_clear_line(tmp_path):
+    run = tmp_path / "old"
+    run_module.train(build_config(overrides={"method": "nngk", "epochs": 1, "out": str(run), "progress": "off",
+                                             "snapshot_images": 0}))
+    (run / "best-stage0.pt").write_bytes((run / "best.pt").read_bytes())
+    for call in (lambda: run_module.resume(run), lambda: run_module.evaluate_run(run, "cpu")):
+        with pytest.raises(UserError, match="made by an earlier weakdml"):
+            call()
+
 
 def test_a_wider_student_is_a_new_network_whose_run_resumes_and_evaluates(tmp_path, monkeypatch):
     """``--nst-width 2``: the teacher is small-cnn, the student small-cnn with twice the channels, started from its own
-    seeded random weights; checkpoints hold the network of their stage, so resuming and evaluating rebuild it."""
+    seeded random weights; each stage's checkpoints hold its own network, so resuming and evaluating rebuild it."""
     overrides = {"method": "mbdml4", "epochs": 2, "nst_epochs": 2, "nst_width": 2, "nst_threshold": 0.3,
                  "progress": "off", "snapshot_images": 0}
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     summary = run_module.train(build_config(overrides=overrides | {"out": str(straight)}))
-    teacher = load_checkpoint(straight / "best-stage0.pt")["method"]
-    student = load_checkpoint(straight / "last.pt")["method"]
+    teacher = load_checkpoint(straight / "00-teacher" / "best.pt")["method"]
+    student = load_checkpoint(straight / "02-student-1" / "last.pt")["method"]
     assert teacher["model.projection.weight"].shape == (64, 256)
     assert student["model.projection.weight"].shape == (64, 512)
     assert run_module.evaluate_run(straight, "cpu")["test_accuracy"] == pytest.approx(
         summary.metrics["test_accuracy"], abs=1e-6)
     same_size = tmp_path / "same-size"
     run_module.train(build_config(overrides=overrides | {"nst_width": None, "out": str(same_size)}))
-    same_teacher = load_checkpoint(same_size / "best-stage0.pt")["method"]
+    same_teacher = load_checkpoint(same_size / "00-teacher" / "best.pt")["method"]
     assert all(torch.equal(value, same_teacher[key]) for key, value in teacher.items())  # the student's choice
     # does not change how the teacher trains
 
-    original = run_module.Trainer._snapshot
+    original = Trainer._snapshot
 
     def snapshot_then_crash(self, epoch):
         original(self, epoch)
         if epoch == 2:
             raise Interrupt  # killed right after the student's first checkpoint
 
-    monkeypatch.setattr(run_module.Trainer, "_snapshot", snapshot_then_crash)
+    monkeypatch.setattr(Trainer, "_snapshot", snapshot_then_crash)
     with pytest.raises(Interrupt):
         run_module.train(build_config(overrides=overrides | {"out": str(broken)}))
     monkeypatch.undo()
-    assert load_checkpoint(broken / "last.pt")["epoch"] == 2  # a student checkpoint: the wide network
+    assert load_checkpoint(broken / "02-student-1" / "last.pt")["epoch"] == 2  # a student checkpoint
     run_module.resume(broken)
-    a, b = load_checkpoint(straight / "last.pt")["method"], load_checkpoint(broken / "last.pt")["method"]
+    a = load_checkpoint(straight / "02-student-1" / "last.pt")["method"]
+    b = load_checkpoint(broken / "02-student-1" / "last.pt")["method"]
     for key, value in a.items():
         assert torch.equal(value, b[key]), key
 
@@ -353,10 +384,8 @@ def test_a_wider_student_is_a_new_network_whose_run_resumes_and_evaluates(tmp_pa
     ({"nst_width": 2, "embedding_dim": 0}, "set --embedding-dim"),
 ])
 def test_a_student_of_another_architecture_is_refused_where_it_cannot_work(overrides, message):
-    cfg = build_config(overrides={"method": "mbdml4"} | overrides)
-    data = prepare_data(cfg)
     with pytest.raises(UserError, match=message):
-        run_module.build_method(cfg, data, torch.device("cpu"))
+        pipeline_for(build_config(overrides={"method": "mbdml4"} | overrides))
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -384,7 +413,7 @@ def test_a_finished_run_given_more_rounds_continues_as_if_it_had_them_from_the_s
     def crash(self, epoch):
         raise Interrupt  # killed after the first epoch of the added round
 
-    monkeypatch.setattr(run_module.Trainer, "_snapshot", crash)
+    monkeypatch.setattr(Trainer, "_snapshot", crash)
     with pytest.raises(Interrupt):
         run_module.resume(grown, {"nst_rounds": 2})
     monkeypatch.undo()
@@ -393,14 +422,15 @@ def test_a_finished_run_given_more_rounds_continues_as_if_it_had_them_from_the_s
     summary = run_module.resume(grown)  # the interrupted extension goes on with its saved two rounds
     stages = [row["stage"] for row in metric_rows(grown)]
     assert stages == [0, 0, 1, 1, 2, 2]
-    a, b = load_checkpoint(straight / "last.pt")["method"], load_checkpoint(grown / "last.pt")["method"]
+    a = load_checkpoint(straight / "04-student-2" / "last.pt")["method"]
+    b = load_checkpoint(grown / "04-student-2" / "last.pt")["method"]
     for key, value in a.items():
         assert torch.equal(value, b[key]), key
     assert summary.metrics["test_accuracy"] == json.loads((straight / "final_metrics.json").read_text())[
         "test_accuracy"]
     settings = (grown / "config.yaml").read_text()
-    for refused in ({"nst_rounds": 1}, {"epochs": 3}):
-        with pytest.raises(UserError, match="only --nst-rounds may grow"):
+    for refused, message in (({"nst_rounds": 1}, "cannot be fewer"), ({"epochs": 3}, "only --nst-rounds may grow")):
+        with pytest.raises(UserError, match=message):
             run_module.resume(grown, refused)
         assert (grown / "config.yaml").read_text() == settings
 

@@ -12,6 +12,7 @@ from tiny import Interrupt, metric_rows
 from weakdml.cli import main
 from weakdml.config import build_config
 from weakdml.data.prepare import prepare_data
+from weakdml.data.types import all_images
 from weakdml.engine import trainer as trainer_module
 from weakdml.engine.checkpoint import load_checkpoint
 from weakdml.engine.run import train
@@ -21,7 +22,7 @@ from weakdml.methods import METHODS
 def raw_pixel_1nn_accuracy(seed: int) -> float:
     """The baseline: 1-nearest neighbour on raw 8x8 pixels over the same labelled images as NNGK's support bank."""
     data = prepare_data(build_config(overrides={"seed": seed, "input_size": 8}))
-    flat = lambda s: s.images.reshape(len(s), -1).float().numpy()
+    flat = lambda s: all_images(s).reshape(len(s), -1).float().numpy()
     model = KNeighborsClassifier(1).fit(flat(data.train.labeled), data.train.labeled.labels.numpy())
     return model.score(flat(data.test), data.test.labels.numpy())
 

@@ -9,6 +9,7 @@ import torch
 from weakdml.config import build_config
 from weakdml.data.types import ImageSet, TrainData
 from weakdml.methods import METHODS, Method
+from weakdml.methods.online_noisy_student import OnlineNoisyStudent
 from weakdml.models.embedding import EmbeddingNet
 
 
@@ -34,6 +35,7 @@ def tiny_method(method: str, n_images: int, n_classes: int, n_unlabeled: int = 0
     if unlabeled_labels is None:
         unlabeled_labels = torch.full((n_unlabeled,), -1)
     data = TrainData(labeled, ImageSet(images[n_images:], unlabeled_labels), n_classes, flip=False)
-    m = METHODS[method](EmbeddingNet(cfg.model, 1, 8), data, cfg)
+    method_class = OnlineNoisyStudent if cfg.nst.nst_variant == "online" else METHODS[method]
+    m = method_class(EmbeddingNet(cfg.model, 1, 8), data, cfg)
     m.eval()
     return m, g

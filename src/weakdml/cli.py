@@ -23,14 +23,21 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
                       exclude: tuple[str, ...] = ()) -> None:
     """One flag per config field of the given sections (but ``exclude``); defaults stay None so only given flags
     override."""
+    from weakdml.engine.pipeline import GENERAL_SECTIONS, method_names, sections_of
+
+    users = {name: sections_of(name) for name in method_names()}
     for section in sections:
-        group = parser.add_argument_group(f"{section} settings")
+        readers = [name for name, own in users.items() if section in own]
+        title = f"{section} settings" + ("" if section in GENERAL_SECTIONS else f" ({', '.join(readers)})")
+        group = parser.add_argument_group(title)
         for name, (sec, f, kind) in all_fields().items():
             if sec != section or name in exclude:
                 continue
             flag = "--" + name.replace("_", "-")
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
             help_text = f.metadata["help"]
+            if name == "method":
+                help_text += ": " + ", ".join(method_names())
             if "(default" not in help_text:  # some say it in their own words
                 help_text += f" (default: {','.join(map(str, default)) or 'none'})" if isinstance(default, list) \
                     else f" (default: {default})"
@@ -144,7 +151,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         summary = run.train_student(Path(args.from_teacher), _overrides(args))
     else:
         summary = run.train(build_config(args.config, _overrides(args)))
-    print(f"test accuracy: {summary.metrics['test_accuracy']:.4f}")
+    primary = summary.metrics["primary_metric"]
+    print(f"{primary.replace('_', ' ')}: {summary.metrics.get(primary, float('nan')):.4f}")
     print(f"run directory: {summary.run_dir}")
 
 

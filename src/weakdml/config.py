@@ -20,8 +20,17 @@ from weakdml.errors import UserError
 BACKBONES = ("small-cnn", "resnet18", "resnet50", "googlenet")
 
 
-def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    metadata = {"help": help, "choices": choices}
+# What a setting is, declared once beside it. "training" settings change what is learned: a resumed run, the runs of
+# one study and a student on another run's teacher must share them. "extendable" ones may only grow on resume
+# (--epochs, --nst-rounds). "bookkeeping" ones change where and how a run is computed or recorded, not its result;
+# "location" ones say where the data's files are (a run may be resumed or evaluated with its data moved: the split's
+# fingerprint checks that it is the same data).
+ROLES = ("training", "extendable", "bookkeeping", "location")
+
+
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None, role: str = "training") -> Any:
+    assert role in ROLES, role
+    metadata = {"help": help, "choices": choices, "role": role}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -30,17 +39,26 @@ def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any
 @dataclass
 class DataConfig:
     dataset: str = _opt("digits", "data set name (see `weakdml datasets`)")
-    data_root: str | None = _opt(None, "folder holding the data set's files")
-    train_dir: str | None = _opt(None, "folder dataset: training images as <dir>/<class>/* (MbDML's --data_dir)")
-    test_dir: str | None = _opt(None, "folder dataset: test images as <dir>/<class>/* (MbDML's --test)")
-    unlabeled_dir: str | None = _opt(None, "flat folder of extra unlabelled images")
+    data_root: str | None = _opt(None, "folder holding the data set's files", role="location")
+    train_dir: str | None = _opt(None, "folder dataset: training images as <dir>/<class>/* (MbDML's --data_dir)",
+                                 role="location")
+    test_dir: str | None = _opt(None, "folder dataset: test images as <dir>/<class>/* (MbDML's --test)",
+                                role="location")
+    unlabeled_dir: str | None = _opt(None, "flat folder of extra unlabelled images", role="location")
     im_ext: str | None = _opt(None, "folder dataset: only read files with this extension (e.g. png)")
     input_size: int | None = _opt(None, "resize images to this many pixels per side (default: the data set's own; "
                                         "digits: 16)")
     download: bool = _opt(False, "let torchvision download the data set into --data-root")
-    labeled_fraction: float = _opt(0.1, "fraction of the training set that keeps its labels")
+    labeled_fraction: float = _opt(0.1, "fraction of the training set that keeps its labels (0: none, for label-free "
+                                        "methods)")
     labels_per_class: int | None = _opt(None, "labelled images per class (instead of --labeled-fraction)")
     val_fraction: float = _opt(0.2, "fraction of the labelled part held out for model selection")
+    val_classes: int = _opt(0, "hold out this many training classes (all their images) for model selection instead "
+                               "of a share of each class's images (retrieval: validation on unseen classes)")
+    class_disjoint: bool = _opt(False, "retrieval on classes never trained on: train on the first half of the "
+                                       "classes, test on the others (or set --train-classes)")
+    train_classes: list[int] = _opt([], "retrieval: train on these class indices (e.g. 0-4 or 0,2,4), test on the "
+                                        "others; implies --class-disjoint")
     split: str | None = _opt(None, "use this saved split file (from `weakdml split`, or a run directory's); "
                                    "--labeled-fraction, --labels-per-class and --val-fraction are then unused")
     augment: str = _opt("weak", "training augmentation", ("none", "weak", "strong"))
@@ -68,26 +86,33 @@ class OptimConfig:
     lr: float = _opt(1e-3, "learning rate")
     weight_decay: float = _opt(0.0, "weight decay")
     momentum: float = _opt(0.9, "SGD momentum")
-    schedule: str = _opt("cosine", "learning-rate schedule over epochs", ("none", "cosine", "step"))
+    schedule: str = _opt("cosine", "learning-rate schedule", ("none", "cosine", "step"))
+    schedule_unit: str = _opt("epoch", "the schedule changes the learning rate once per epoch (as most DML code) or "
+                                       "at every step (MoCo, FixMatch)", ("epoch", "step"))
+    warmup_epochs: float = _opt(0.0, "linear warm-up of the learning rate over this many epochs (fractions allowed)")
     milestones: list[int] = _opt([], "step schedule: epochs at which lr is multiplied by --gamma")
     gamma: float = _opt(0.1, "step schedule: multiplier")
 
 
 @dataclass
 class TrainConfig:
-    method: str = _opt("nngk", "training method: nngk, cross-entropy, mixup, mbdml1, mbdml2, mbdml3, mbdml4, "
-                               "contrastive, proxy-anchor, soft-triple, supcon, triplet (README: Methods)")
+    method: str = _opt("nngk", "training method (README: Methods)")
     seed: int = _opt(0, "seed of the split, the initialisation and the data order")
-    epochs: int = _opt(100, "training epochs")
+    epochs: int = _opt(100, "training epochs", role="extendable")
     batch_size: int = _opt(32, "training batch size (MbDML's original: 32)")
-    eval_batch_size: int = _opt(256, "batch size for embedding and evaluation")
-    device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps")
+    eval_batch_size: int = _opt(256, "batch size for embedding and evaluation", role="bookkeeping")
+    eval_every: int = _opt(1, "evaluate validation and test every this many epochs (and at the last one); the best "
+                              "model is chosen among the evaluated epochs")
+    monitor: str = _opt("auto", "what best.pt follows: val_accuracy, val_recall@1, train_loss, last, or auto (the "
+                                "method's and task's choice); a metric name may end in :min or :max")
+    device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps", role="bookkeeping")
     amp: bool = _opt(True, "mixed precision on CUDA (the NNGK kernel always runs in float32)")
     deterministic: bool = _opt(False, "use deterministic algorithms (slower on GPU)")
-    out: str | None = _opt(None, "run directory (default: runs/<dataset>-<method>-s<seed>-<time>)")
-    progress: str = _opt("auto", "progress bars", ("auto", "on", "off"))
+    out: str | None = _opt(None, "run directory (default: runs/<dataset>-<method>-s<seed>-<time>)",
+                           role="bookkeeping")
+    progress: str = _opt("auto", "progress bars", ("auto", "on", "off"), role="bookkeeping")
     snapshot_images: int = _opt(1000, "save embeddings of this many test images every epoch (for animated "
-                                      "t-SNE; 0: none)")
+                                      "t-SNE; 0: none)", role="bookkeeping")
 
 
 @dataclass
@@ -116,7 +141,7 @@ class NSTConfig:
                                                "variant (one network labels each unlabelled batch)",
                             ("teacher-student", "online"))
     nst_rounds: int = _opt(1, "teacher -> student rounds (each student is the next teacher); with --resume, more "
-                              "rounds for a finished run")
+                              "rounds for a finished run", role="extendable")
     nst_epochs: int | None = _opt(None, "epochs of each student (default: --epochs)")
     nst_threshold: float = _opt(0.9, "keep an unlabelled image when the teacher's max probability reaches this")
     nst_soft: bool = _opt(False, "train students on the teacher's probabilities instead of hard labels")
@@ -171,16 +196,21 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def dump(self) -> str:
+        """The settings as YAML, by section."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def save(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        path.write_text(self.dump())
 
 
 
 SECTIONS: dict[str, type] = typing.get_type_hints(Config)
-# Where the data set's files are read from: not a training setting, so a run may be resumed, evaluated or compared
-# with its data moved (its split's fingerprint checks that it is the same data).
-DATA_LOCATION = ("data_root", "train_dir", "test_dir", "unlabeled_dir")
-PATH_SETTINGS = (*DATA_LOCATION, "split", "pretrained")
+
+
+def settings_with_role(*roles: str) -> tuple[str, ...]:
+    """The names of the settings whose declared role is one of ``roles`` (see ROLES)."""
+    return tuple(name for name, (_, f, _) in all_fields().items() if f.metadata["role"] in roles)
 
 
 def _field_types(section: type) -> dict[str, Any]:
@@ -213,7 +243,7 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
             item = typing.get_args(base)[0]
             if isinstance(value, str):
                 value = [v for v in value.replace(",", " ").split() if v]
-            return [item(v) for v in value]
+            return [x for v in value for x in _expand_range(v, item)]
         if base is bool:
             if isinstance(value, bool):
                 return value
@@ -229,6 +259,14 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
     except (TypeError, ValueError):
         expected = f"a list of {typing.get_args(base)[0].__name__}" if origin is list else base.__name__
         raise UserError(f"setting '{name}' expects {expected}, got {value!r}") from None
+
+
+def _expand_range(value: Any, item: type) -> list[Any]:
+    """'3-5' -> [3, 4, 5] for integer lists; any other value -> [item(value)]."""
+    if item is int and isinstance(value, str) and value.count("-") == 1 and not value.startswith("-"):
+        first, last = value.split("-")
+        return list(range(int(first), int(last) + 1))
+    return [item(value)]
 
 
 def build_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -277,7 +315,7 @@ def config_from_flat(values: dict[str, Any]) -> Config:
         sections[section_name][name] = value
     config = Config(**{name: SECTIONS[name](**kw) for name, kw in sections.items()})
     validate(config)
-    for name in PATH_SETTINGS:  # saved absolute: a run is evaluated and resumed from any folder
+    for name in (*settings_with_role("location"), "split", "pretrained"):  # saved absolute: a run is evaluated and resumed from any folder
         section = getattr(config, known[name][0])
         if getattr(section, name):
             setattr(section, name, str(Path(getattr(section, name)).expanduser().absolute()))
@@ -292,7 +330,10 @@ def _check(condition: bool, message: str) -> None:
 def validate(config: Config) -> None:
     """Range checks that a type cannot express; each failure says what to change."""
     d, m, o, t, n = config.data, config.model, config.optim, config.train, config.nngk
-    _check(0 < d.labeled_fraction <= 1, f"--labeled-fraction must be in (0, 1], got {d.labeled_fraction}")
+    _check(0 <= d.labeled_fraction <= 1, f"--labeled-fraction must be in [0, 1], got {d.labeled_fraction}")
+    _check(d.val_classes >= 0 and d.val_classes != 1, f"--val-classes must be 0 or at least 2 (with one class every "
+           f"neighbour of a validation image is relevant), got {d.val_classes}")
+    _check(all(c >= 0 for c in d.train_classes), f"--train-classes are class indices (0, 1, ...), got {d.train_classes}")
     _check(d.labels_per_class is None or d.labels_per_class >= 1,
            f"--labels-per-class must be at least 1, got {d.labels_per_class}")
     _check(0 <= d.val_fraction < 1, f"--val-fraction must be in [0, 1), got {d.val_fraction}")
@@ -313,6 +354,8 @@ def validate(config: Config) -> None:
     _check(t.batch_size >= 2, f"--batch-size must be at least 2, got {t.batch_size}")
     _check(t.eval_batch_size >= 1, f"--eval-batch-size must be at least 1, got {t.eval_batch_size}")
     _check(0 <= t.seed < 2**32, f"--seed must be in [0, 2^32 - 1], got {t.seed}")
+    _check(t.eval_every >= 1, f"--eval-every must be at least 1, got {t.eval_every}")
+    _check(o.warmup_epochs >= 0, f"--warmup-epochs must be non-negative, got {o.warmup_epochs}")
     _check(t.snapshot_images >= 0, f"--snapshot-images must be non-negative, got {t.snapshot_images}")
     _check(n.sigma > 0, f"--sigma must be positive, got {n.sigma}")
     _check(n.neighbours >= 1, f"--neighbours must be at least 1, got {n.neighbours}")

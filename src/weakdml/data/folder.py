@@ -2,7 +2,8 @@
 
 Either ``--data-root ROOT`` holding ``train`` (or ``Train``) and ``test`` (or ``Test``, ``val``, ``Val``,
 ``validation``, ``Validation``), or ``--train-dir`` and ``--test-dir`` separately. Class names are the sorted
-subfolder names of the training folder; the test folder may hold a subset of them.
+subfolder names of the training folder; the test folder may hold a subset of them, or, with ``--class-disjoint``,
+classes of its own (a retrieval set: test classes are searched, never trained on).
 """
 
 from __future__ import annotations
@@ -66,28 +67,30 @@ def load(cfg: DataConfig) -> DataBundle:
     train, test = class_images(train_dir, suffixes, "training"), class_images(test_dir, suffixes, "test")
     classes = sorted(train)
     unknown = sorted(set(test) - set(train))
-    if unknown:
+    retrieval = bool(unknown) and cfg.class_disjoint  # test classes of their own: searched, not classified
+    if unknown and not retrieval:
         empty = [name for name in unknown if (train_dir / name).is_dir()]
         raise UserError(
             f"training folder {train_dir}/{empty[0]} holds no images: add some, or remove it and {test_dir}/{empty[0]}"
             if empty else f"test folder {test_dir} has classes not in training folder {train_dir}: "
-            f"{', '.join(unknown[:5])}; rename or remove them"
+            f"{', '.join(unknown[:5])}; rename or remove them, or add --class-disjoint for retrieval on unseen classes"
         )
     if len(classes) < 2:
         raise UserError(f"training folder {train_dir} has one class ({classes[0]}); classification needs at least 2 "
                         f"class subfolders")
+    test_classes = sorted(test) if retrieval else classes
     paths, labels = [], []
-    for part in (train, test):
+    for part, names in ((train, classes), (test, test_classes)):
         for name, files in sorted(part.items()):
             paths += files
-            labels += [classes.index(name)] * len(files)
+            labels += [names.index(name)] * len(files)
     images = read_images(paths, size=cfg.input_size)
     labels_t = torch.tensor(labels)
     n_train = sum(len(files) for files in train.values())
-    name = cfg.dataset
-    return DataBundle(
-        name, ImageSet(images[:n_train], labels_t[:n_train]), ImageSet(images[n_train:], labels_t[n_train:]), classes
-    )
+    return DataBundle(cfg.dataset, ImageSet(images[:n_train], labels_t[:n_train]),
+                      ImageSet(images[n_train:], labels_t[n_train:]), classes,
+                      task="retrieval" if retrieval else "classification",
+                      test_classes=test_classes if retrieval else None)
 
 
 def status(cfg: DataConfig) -> DatasetStatus:

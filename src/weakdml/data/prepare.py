@@ -1,5 +1,6 @@
-"""From a data config to what training uses: the data set, its split, and the labelled / validation / unlabelled /
-test parts. The unlabelled part's labels are replaced by -1 here, so no later code can read them."""
+"""From a data config to what training uses: the data set (made class-disjoint if asked), its split, and the
+labelled / validation / unlabelled / test parts as views of the loaded images (no copies). The unlabelled part's
+labels are replaced by -1 here, so no later code can read them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from weakdml.config import Config
 from weakdml.data.registry import load_dataset
 from weakdml.data.splits import Split, make_split
-from weakdml.data.types import DataBundle, ImageSet, TrainData
+from weakdml.data.types import DataBundle, ImageSet, ImageSource, TrainData, unlabeled, view
 from weakdml.errors import UserError
 
 
@@ -20,8 +21,12 @@ class PreparedData:
     bundle: DataBundle
     split: Split
     train: TrainData
-    val: ImageSet
-    test: ImageSet
+    val: ImageSource
+    test: ImageSource
+
+    @property
+    def task(self) -> str:
+        return self.bundle.task
 
 
 def split_for(cfg: Config, bundle: DataBundle, split_file: Path | None = None) -> Split:
@@ -33,23 +38,55 @@ def split_for(cfg: Config, bundle: DataBundle, split_file: Path | None = None) -
         return split
     d = cfg.data
     return make_split(bundle.name, bundle.train.labels, cfg.train.seed, d.labeled_fraction, d.labels_per_class,
-                      d.val_fraction)
+                      d.val_fraction, d.val_classes)
 
 
-def prepare_data(cfg: Config, split_file: Path | None = None) -> PreparedData:
+def class_disjoint(bundle: DataBundle, train_classes: list[int]) -> DataBundle:
+    """The retrieval version of a classification set: train on ``train_classes`` (default: the first half), test on
+    the other classes' test images. Labels are renumbered 0.. within each side."""
+    n = bundle.num_classes
+    chosen = sorted(set(train_classes)) if train_classes else list(range(n // 2))
+    if any(c >= n for c in chosen):
+        raise UserError(f"--train-classes {chosen} name classes beyond the {n} of {bundle.name} (0..{n - 1})")
+    others = [c for c in range(n) if c not in chosen]
+    if len(chosen) < 2 or not others:
+        raise UserError(f"--train-classes must leave at least 2 classes to train on and 1 to test on; {bundle.name} "
+                        f"has {n} and {len(chosen)} were chosen")
+
+    def keep(part: ImageSet, classes: list[int]) -> ImageSet:
+        renumber = torch.full((n,), -1, dtype=torch.long)
+        renumber[classes] = torch.arange(len(classes))
+        rows = torch.nonzero(renumber[part.labels] >= 0).flatten()
+        return ImageSet(part.images[rows], renumber[part.labels[rows]])
+
+    return DataBundle(bundle.name, keep(bundle.train, chosen), keep(bundle.test, others),
+                      [bundle.classes[c] for c in chosen], bundle.unlabeled, bundle.flip, "retrieval",
+                      [bundle.classes[c] for c in others], recall_ks=bundle.recall_ks)
+
+
+def load_bundle(cfg: Config) -> DataBundle:
+    """The data set as configured: loaded, and class-disjoint when ``--class-disjoint``/``--train-classes`` ask."""
     bundle = load_dataset(cfg.data)
+    if (cfg.data.class_disjoint or cfg.data.train_classes) and bundle.task == "classification":
+        bundle = class_disjoint(bundle, cfg.data.train_classes)
+    return bundle
+
+
+def prepare_data(cfg: Config, split_file: Path | None = None, needs_labels: bool = True) -> PreparedData:
+    """Load, split and cut the data into views. ``needs_labels``: the method trains on labels, so every training
+    class must keep at least one labelled image (label-free methods may use --labeled-fraction 0)."""
+    bundle = load_bundle(cfg)
     split = split_for(cfg, bundle, split_file)
-    labeled = bundle.train.subset(torch.tensor(split.labeled, dtype=torch.long))
-    missing = sorted(set(range(bundle.num_classes)) - set(labeled.labels.tolist()))
-    if missing:
+    labeled = view(bundle.train, split.labeled)
+    present = set(labeled.labels.tolist()) | set(bundle.train.labels[split.val].tolist() if cfg.data.val_classes
+                                                 else [])
+    missing = sorted(set(range(bundle.num_classes)) - present)
+    if needs_labels and missing:
         names = ", ".join(bundle.classes[c] for c in missing[:5])
         raise UserError(f"class(es) {names} have no labelled training image in this split; raise --labeled-fraction "
                         f"or --labels-per-class")
-    val = bundle.train.subset(torch.tensor(split.val, dtype=torch.long))
-    unlabeled_images = [bundle.train.images[torch.tensor(split.unlabeled, dtype=torch.long)]]
+    parts = [(bundle.train, torch.tensor(split.unlabeled, dtype=torch.long))]
     if bundle.unlabeled is not None:
-        unlabeled_images.append(bundle.unlabeled.images)
-    images = torch.cat(unlabeled_images)
-    unlabeled = ImageSet(images, torch.full((len(images),), -1, dtype=torch.long))
-    train = TrainData(labeled, unlabeled, bundle.num_classes, bundle.flip)
-    return PreparedData(bundle, split, train, val, bundle.test)
+        parts.append((bundle.unlabeled, torch.arange(len(bundle.unlabeled))))
+    train = TrainData(labeled, unlabeled(*parts), bundle.num_classes, bundle.flip)
+    return PreparedData(bundle, split, train, view(bundle.train, split.val), bundle.test)

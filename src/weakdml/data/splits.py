@@ -73,20 +73,30 @@ def make_split(
     seed: int,
     labeled_fraction: float = 0.1,
     labels_per_class: int | None = None,
-    val_fraction: float = 0.1,
+    val_fraction: float = 0.2,
+    val_classes: int = 0,
 ) -> Split:
-    """Stratified split: per class, a shuffled share is labelled (at least one image), the rest unlabelled; then a
-    share of each class's labelled images (rounded, at least one where the class has two or more) is validation."""
+    """Stratified split: per class, a shuffled share is labelled (at least one image, unless the share is 0), the rest
+    unlabelled; then a share of each class's labelled images (rounded, at least one where the class has two or more)
+    is validation. With ``val_classes``, that many classes (drawn with the seed) are validation instead, all their
+    images, and no other class gives up any (validation on classes never trained on, as retrieval needs)."""
     rng = np.random.Generator(np.random.PCG64(seed))
     labels_np = labels.numpy()
+    classes = np.unique(labels_np)
+    if not 0 <= val_classes < len(classes):
+        raise UserError(f"--val-classes {val_classes} must leave at least one of the {len(classes)} classes to train on")
+    held_out = set(rng.permutation(classes)[:val_classes].tolist()) if val_classes else set()
     labeled, val, unlabeled = [], [], []
-    for cls in np.unique(labels_np):
+    for cls in classes:
         members = np.flatnonzero(labels_np == cls)
         members = members[rng.permutation(len(members))]
+        if int(cls) in held_out:
+            val.extend(members.tolist())
+            continue
         n_lab = labels_per_class if labels_per_class is not None else round(labeled_fraction * len(members))
-        n_lab = min(max(n_lab, 1), len(members))
+        n_lab = min(max(n_lab, 1 if labeled_fraction > 0 or labels_per_class else 0), len(members))
         n_val = round(val_fraction * n_lab)
-        if val_fraction > 0 and n_lab >= 2:
+        if val_fraction > 0 and n_lab >= 2 and not val_classes:
             n_val = min(max(n_val, 1), n_lab - 1)
         else:
             n_val = 0

@@ -13,15 +13,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from weakdml.config import DATA_LOCATION, Config, build_config
+from weakdml.config import Config, build_config, settings_with_role
 from weakdml.engine import run
 from weakdml.errors import UserError
-from weakdml.methods import METHODS
+from weakdml.engine.pipeline import method_names, sections_of
 from weakdml.plots.tables import MethodRow, SeedResult, write_tables
 
 log = logging.getLogger("weakdml")
 # Settings that may differ between the runs of one study (they do not change what is learned).
-FREE_SETTINGS = ("out", "device", "progress", "eval_batch_size", "snapshot_images", *DATA_LOCATION)
+FREE_SETTINGS = settings_with_role("bookkeeping", "location")
 _RUN_NAME = re.compile(r"^(?P<method>.+)-s(?P<seed>\d+)$")
 
 
@@ -41,9 +41,10 @@ def parse_seeds(text: str) -> list[int]:
 def parse_methods(text: str) -> list[str]:
     """Method names from 'nngk,mixup,...' in the given order without repeats; unknown names are a UserError."""
     methods = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in method_names()]
     if unknown or not methods:
-        raise UserError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
+        raise UserError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from "
+                        f"{', '.join(method_names())}")
     return methods
 
 
@@ -59,7 +60,10 @@ def run_dir(out: Path, method: str, seed: int) -> Path:
 
 
 def _flat(cfg: Config) -> dict[str, Any]:
-    return {k: v for section in cfg.to_dict().values() for k, v in section.items() if k not in FREE_SETTINGS}
+    """The settings that change what the run's method learns: those of the sections it reads, but free ones."""
+    read = sections_of(cfg.train.method) if cfg.train.method in method_names() else tuple(cfg.to_dict())
+    return {k: v for name, section in cfg.to_dict().items() if name in read for k, v in section.items()
+            if k not in FREE_SETTINGS}
 
 
 def _check_same_settings(directory: Path, wanted: Config) -> None:
@@ -79,13 +83,13 @@ def run_study(out: Path, methods: list[str], seeds: list[int], config: str | Pat
     plan = [(m, s, run_dir(out, m, s)) for m in methods for s in seeds]
     # Build (and so validate) every run's config before training anything.
     configs = [build_config(config, overrides | {"method": m, "seed": s, "out": str(d)}) for m, s, d in plan]
-    resumable = {k: v for k, v in overrides.items() if k in run.RESUMABLE_SETTINGS and k in FREE_SETTINGS}
+    resumable = {k: v for k, v in overrides.items() if k in FREE_SETTINGS}
     for i, ((method, seed, directory), cfg) in enumerate(zip(plan, configs), start=1):
         step = f"[{i}/{len(plan)}] {method} seed {seed}"
         if (directory / "final_metrics.json").is_file():
             _check_same_settings(directory, cfg)
             log.info(f"{step}: finished, skipped")
-        elif (directory / "last.pt").is_file():
+        elif run.holds_run(directory):
             _check_same_settings(directory, cfg)
             log.info(f"{step}: resuming {directory}")
             run.resume(directory, resumable)
@@ -100,8 +104,8 @@ def read_result(directory: Path, seed: int) -> SeedResult | None:
     if not final.is_file():
         return None
     metrics = json.loads(final.read_text())
-    return SeedResult(seed, 100 * metrics["test_accuracy"], 100 * metrics.get("test_knn_accuracy", math.nan),
-                      float(metrics.get("train_seconds", math.nan)))
+    return SeedResult(seed, 100 * metrics[metrics.get("primary_metric", "test_accuracy")],
+                      100 * metrics.get("test_knn_accuracy", math.nan), float(metrics.get("train_seconds", math.nan)))
 
 
 def mixed_settings(out: Path, method: str, seeds: list[int]) -> list[str]:
@@ -129,7 +133,7 @@ def discover(out: Path) -> tuple[list[str], list[int]]:
     names = {m["method"] for m in found if m}
     if not names:
         raise UserError(f"{out / 'runs'} holds no runs named <method>-s<seed>; give --out of a comparison")
-    methods = [m for m in METHODS if m in names] + sorted(names - set(METHODS))
+    methods = [m for m in method_names() if m in names] + sorted(names - set(method_names()))
     return methods, sorted({int(m["seed"]) for m in found if m})
 
 

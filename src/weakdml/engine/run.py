@@ -1,13 +1,17 @@
-"""A run directory from start to finish: prepare data and model, train (or resume), evaluate the best model.
+"""A run directory from start to finish: prepare data, run the method's pipeline of stages (or resume it), evaluate
+the model it keeps.
 
-A run directory holds ``config.yaml`` (resolved), ``split.json``, ``metrics.csv``/``metrics.jsonl``, ``last.pt``,
-``best.pt``, ``final_metrics.json`` and ``train.log``; it can be resumed and re-evaluated from itself alone.
+A run directory holds ``config.yaml`` (resolved), ``split.json``, ``metrics.csv``/``metrics.jsonl`` (every trained
+stage's epochs), ``best.pt``, ``final_metrics.json`` and ``train.log``; a one-stage run also its ``last.pt``, a
+pipeline one sub-directory per stage (``00-teacher/``, ``01-label-1/``, …). It can be resumed and re-evaluated from
+itself alone.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,19 +19,20 @@ from typing import Any
 
 import torch
 
-from weakdml.config import DATA_LOCATION, Config, build_config
+from weakdml.config import Config, build_config, settings_with_role
 from weakdml.data.prepare import PreparedData, prepare_data
-from weakdml.engine.checkpoint import load_checkpoint
-from weakdml.engine.environment import resolve_device, seed_everything
-from weakdml.engine.trainer import Trainer, evaluate_accuracy
+from weakdml.engine.checkpoint import load_checkpoint, write_text_atomic
+from weakdml.engine.environment import resolve_device
+from weakdml.engine.metrics_log import MetricsLog
+from weakdml.engine.monitor import Monitor
+from weakdml.engine.pipeline import Pipeline, kept_stage, pipeline_for, run_pipeline
+from weakdml.engine.stages import DONE, StageContext, TrainStage, read_done
+from weakdml.engine.tasks import TASKS, Task
 from weakdml.errors import UserError
-from weakdml.evaluation.report import evaluate_embeddings
-from weakdml.methods import METHODS, Method
-from weakdml.models.embedding import EmbeddingNet, channel_stats
-from weakdml.models.pretrained import load_pretrained
+from weakdml.methods.base import Method
 
 log = logging.getLogger("weakdml")
-RESUMABLE_SETTINGS = ("epochs", "nst_rounds", "device", "progress", "eval_batch_size", *DATA_LOCATION)
+RESUMABLE_SETTINGS = settings_with_role("extendable", "bookkeeping", "location")
 
 
 @dataclass
@@ -41,30 +46,170 @@ def default_run_dir(cfg: Config) -> Path:
     return Path("runs") / f"{cfg.data.dataset}-{cfg.train.method}-s{cfg.train.seed}-{stamp}"
 
 
-def build_method(cfg: Config, data: PreparedData, device: torch.device) -> Method:
-    if cfg.train.method not in METHODS:
-        raise UserError(f"unknown method '{cfg.train.method}'; choose one of {', '.join(METHODS)}")
-    method_class = METHODS[cfg.train.method]
-    if cfg.model.l2_normalize is None:
-        cfg.model.l2_normalize = method_class.l2_normalize_by_default  # saved resolved in config.yaml
-    mean, std = channel_stats(data.train.labeled.images)
-    model = EmbeddingNet(cfg.model, data.bundle.channels, data.bundle.image_size, mean, std)
-    _check_input_size(model, cfg.model.backbone, data.bundle.channels, data.bundle.image_size)
-    if cfg.model.pretrained:
-        log.info(load_pretrained(model.backbone, cfg.model.pretrained))
-    return method_class(model, data.train, cfg).to(device)
+def holds_run(run_dir: Path) -> bool:
+    """Whether a run has started training in ``run_dir`` (a checkpoint, or a stage of a pipeline)."""
+    return (run_dir / "last.pt").is_file() or any(run_dir.glob("[0-9][0-9]-*/last.pt")) \
+        or any(run_dir.glob(f"[0-9][0-9]-*/{DONE}"))
 
 
-@torch.no_grad()
-def _check_input_size(model: EmbeddingNet, backbone: str, channels: int, size: int) -> None:
-    """Refuse images too small for the backbone's downsampling before anything is written."""
+def _refuse_old_layout(run_dir: Path) -> None:
+    if (run_dir / "best-stage0.pt").is_file():
+        raise UserError(f"{run_dir} was made by an earlier weakdml, whose Noisy Student stages shared one checkpoint; "
+                        f"this version keeps each stage in a directory of its own and cannot continue or evaluate it: "
+                        f"train it again")
+
+
+def task_and_monitor(cfg: Config, pipeline: Pipeline, data: PreparedData) -> tuple[Task, Monitor]:
+    """The evaluation protocol (the method's own, else the data set's) and what ``best.pt`` follows (``--monitor``,
+    else the method's choice, else the task's)."""
+    method_class = pipeline.stages[pipeline.trained[-1]].method_class  # type: ignore[attr-defined]
+    task = TASKS[method_class.task or data.task]
+    choice = cfg.train.monitor if cfg.train.monitor != "auto" else method_class.monitor or task.default_monitor
+    return task, Monitor.parse(choice)
+
+
+def train(cfg: Config) -> RunSummary:
+    """Train a new run as configured and evaluate its best model on the test set."""
+    run_dir = Path(cfg.train.out) if cfg.train.out else default_run_dir(cfg)
+    if holds_run(run_dir):
+        raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+    return _fit(cfg, run_dir, resume=False)
+
+
+def resume(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunSummary:
+    """Continue an interrupted run, or extend a finished one (more ``--epochs`` of a one-stage run, more
+    ``--nst-rounds``); only the settings in RESUMABLE_SETTINGS may change."""
+    if not (run_dir / "config.yaml").is_file() or not holds_run(run_dir):
+        raise UserError(f"{run_dir} is not a weakdml run directory with a checkpoint (config.yaml and last.pt)")
+    _refuse_old_layout(run_dir)
+    saved = build_config(run_dir / "config.yaml")
+    cfg = build_config(run_dir / "config.yaml", overrides)
+    changed = _changed_settings(saved, cfg, RESUMABLE_SETTINGS)
+    if changed:
+        raise UserError(f"cannot change {', '.join(changed)} when resuming; only {', '.join(RESUMABLE_SETTINGS)}")
+    if cfg.nst.nst_rounds != saved.nst.nst_rounds and (cfg.train.method, cfg.nst.nst_variant) != (
+            "mbdml4", "teacher-student"):
+        raise UserError(f"--nst-rounds adds teacher -> student rounds to an mbdml4 teacher-student run; {run_dir} "
+                        f"is a {cfg.train.method} run" + (" (online variant)" if cfg.train.method == "mbdml4" else ""))
+    pipeline = pipeline_for(cfg)
+    if pipeline.nested:
+        if cfg.train.epochs != saved.train.epochs:
+            raise UserError("--epochs cannot change for a run of several stages (only --nst-rounds may grow)")
+        if cfg.nst.nst_rounds < saved.nst.nst_rounds:
+            raise UserError(f"this run has {saved.nst.nst_rounds} noisy-student rounds: --nst-rounds cannot be fewer")
+    return _fit(cfg, run_dir, resume=True)
+
+
+def _changed_settings(saved: Config, given: Config, allowed: tuple[str, ...] | set[str]) -> list[str]:
+    """Names of the settings outside ``allowed`` whose values differ between two configs."""
+    stored = {name: value for section in saved.to_dict().values() for name, value in section.items()}
+    return sorted(name for section in given.to_dict().values() for name, value in section.items()
+                  if value != stored[name] and name not in allowed)
+
+
+def train_from_stages(source: Path, stages: int, overrides: dict[str, Any], allowed: set[str]) -> tuple[Config,
+                                                                                                       Path]:
+    """A new run that takes the first ``stages`` finished stages of the run ``source`` (their directories and
+    metrics rows) as its own; only the settings in ``allowed`` (and bookkeeping ones) may differ. Returns the new
+    run's config and directory, ready for ``continue_run``."""
+    if not (source / "config.yaml").is_file():
+        raise UserError(f"{source} is not a weakdml run directory (no config.yaml)")
+    _refuse_old_layout(source)
+    saved = build_config(source / "config.yaml")
+    cfg = build_config(source / "config.yaml", overrides)
+    changed = _changed_settings(saved, cfg, allowed | set(settings_with_role("bookkeeping", "location")))
+    if changed:
+        raise UserError(f"a run started from {source}'s stages keeps their settings; {', '.join(changed)} cannot "
+                        f"change (only {', '.join(sorted(allowed))})")
+    pipeline, theirs = pipeline_for(cfg), pipeline_for(saved)
+    unfinished = [theirs.stages[i].name for i in range(stages) if not (theirs.directory(source, i) / DONE).is_file()]
+    if not theirs.nested or unfinished:
+        raise UserError(f"{source} has not finished its stage(s) {', '.join(unfinished) or '(none: one stage)'}; "
+                        f"resume that run first (weakdml train --resume {source})")
+    run_dir = Path(overrides["out"]) if overrides.get("out") else default_run_dir(cfg)
+    if holds_run(run_dir) or run_dir.resolve() == source.resolve():
+        raise UserError(f"{run_dir} already holds a run; choose another --out")
+    cfg.train.out = str(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(stages):
+        shutil.copytree(theirs.directory(source, i), pipeline.directory(run_dir, i), dirs_exist_ok=True)
+    last_epoch = pipeline.first_epochs()[stages] - 1
+    log_ = MetricsLog(run_dir, tensorboard=False)
+    for row in MetricsLog(source, tensorboard=False).rows():
+        if row["epoch"] <= last_epoch:
+            log_.append(row)
+    shutil.copy(source / "split.json", run_dir / "split.json")
+    return cfg, run_dir
+
+
+def train_student(teacher_dir: Path, overrides: dict[str, Any]) -> RunSummary:
+    """A new mbdml4 run on ``teacher_dir``'s finished teacher (its first stage): only the student's settings (the
+    nst section, except the variant) may differ, so several students can be compared on one teacher."""
+    if (teacher_dir / "config.yaml").is_file():
+        saved = build_config(teacher_dir / "config.yaml")
+        if saved.train.method != "mbdml4" or saved.nst.nst_variant != "teacher-student":
+            raise UserError(f"{teacher_dir} is a {saved.train.method} run; --from-teacher needs an mbdml4 run with "
+                            f"--nst-variant teacher-student")
+    student = set(build_config().to_dict()["nst"]) - {"nst_variant"}
+    cfg, run_dir = train_from_stages(teacher_dir, 1, overrides, student)
+    return _fit(cfg, run_dir, resume=True)
+
+
+def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
+    device = resolve_device(cfg.train.device)
+    pipeline = pipeline_for(cfg)
+    needs_labels = any(pipeline.stages[i].method_class.needs_labels for i in pipeline.trained)  # type: ignore
+    data = prepare_data(cfg, run_dir / "split.json" if resume else None, needs_labels)
+    task, monitor = task_and_monitor(cfg, pipeline, data)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _attach_log_file(run_dir)
+    finished = run_dir / "final_metrics.json"
+    if resume and finished.is_file():
+        done = json.loads(finished.read_text()).get("epochs", pipeline.total_epochs)
+        if done < pipeline.total_epochs:  # a finished run given more epochs or rounds is unfinished again
+            finished.replace(run_dir / f"final_metrics-{done}-epochs.json")
+        else:
+            log.info(f"{run_dir} has finished its {done} epochs; nothing to train (more epochs: --epochs, more "
+                     f"noisy-student rounds: --nst-rounds)")
+    if not resume:
+        if len(data.val) == 0 and monitor.needs_evaluation:
+            log.warning(f"no validation images ({len(data.train.labeled)} labelled; --val-fraction "
+                        f"{cfg.data.val_fraction}): the model kept is the last epoch's; label more images or raise "
+                        f"--val-fraction to select on validation")
+        log.info(f"training {cfg.train.method} on {cfg.data.dataset} ({task.name}): {len(data.train.labeled)} "
+                 f"labelled, {len(data.val)} validation, {len(data.train.unlabeled)} unlabelled, {len(data.test)} "
+                 f"test; device {device}; run directory {run_dir}")
+    write_text_atomic(run_dir / "config.yaml", cfg.dump())  # after a resumed run's checks: a refused one keeps its own
+    if not (run_dir / "split.json").is_file() or not resume:
+        data.split.save(run_dir / "split.json")
+    ctx = StageContext(data, device, task, monitor, MetricsLog(run_dir))
+    kept = run_pipeline(pipeline, ctx, run_dir)
+    method = pipeline.stages[kept].build(ctx)  # type: ignore[attr-defined]
+    metrics = final_metrics(method, data, run_dir, task)
+    rows = ctx.log.rows()
+    metrics["train_seconds"] = sum(row["seconds"] for row in rows)  # over every session of the run
+    metrics["epochs"] = pipeline.total_epochs
+    write_text_atomic(finished, json.dumps(metrics, indent=2))
+    log.info(f"{task.primary_metric} {metrics.get(task.primary_metric, float('nan')):.4f} (best epoch "
+             f"{metrics['best_epoch'] + 1})")
+    return RunSummary(run_dir, metrics)
+
+
+def final_metrics(method: Method, data: PreparedData, run_dir: Path, task: Task) -> dict[str, Any]:
+    """The task's test metrics of the run's kept model (``best.pt``)."""
+    best = load_checkpoint(run_dir / "best.pt", map_location=method.device)
+    _load_weights(method, best["method"], run_dir / "best.pt")
+    metrics = task.final_metrics(method, data)
+    return {"task": task.name, "primary_metric": task.primary_metric, **metrics, "best_epoch": int(best["epoch"])}
+
+
+def _load_weights(method: Method, state: dict[str, Any], path: Path) -> None:
     try:
-        model.eval()(torch.zeros(2, channels, size, size))
+        method.load_state_dict(state)
     except RuntimeError as error:
-        if "size" not in str(error):
-            raise
-        raise UserError(f"{size}-px images are too small for {backbone}: raise --input-size"
-                        + (" (small-cnn needs 8)" if backbone == "small-cnn" else "")) from None
+        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        raise UserError(f"{path} holds a model of another architecture or method than this run's settings build "
+                        f"({first}); check the run's config.yaml") from None
 
 
 def _attach_log_file(run_dir: Path) -> None:
@@ -78,126 +223,38 @@ def _attach_log_file(run_dir: Path) -> None:
     log.addHandler(handler)
 
 
-def train(cfg: Config) -> RunSummary:
-    """Train a new run as configured and evaluate its best-on-validation model on the test set."""
-    run_dir = Path(cfg.train.out) if cfg.train.out else default_run_dir(cfg)
-    if (run_dir / "last.pt").exists():
-        raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
-    return _fit(cfg, run_dir, resume=False)
-
-
-def resume(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunSummary:
-    """Continue an interrupted run from its last checkpoint, or extend a finished one (more ``--nst-rounds``); only
-    the settings in RESUMABLE_SETTINGS may change."""
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "last.pt").is_file():
-        raise UserError(f"{run_dir} is not a weakdml run directory with a checkpoint (config.yaml and last.pt)")
-    cfg = build_config(run_dir / "config.yaml", overrides)
-    changed = _changed_settings(build_config(run_dir / "config.yaml"), cfg, RESUMABLE_SETTINGS)
-    if changed:
-        raise UserError(f"cannot change {', '.join(changed)} when resuming; only {', '.join(RESUMABLE_SETTINGS)}")
-    if overrides and "nst_rounds" in overrides and (cfg.train.method, cfg.nst.nst_variant) != ("mbdml4",
-                                                                                             "teacher-student"):
-        raise UserError(f"--nst-rounds adds teacher -> student rounds to an mbdml4 teacher-student run; {run_dir} "
-                        f"is a {cfg.train.method} run" + (" (online variant)" if cfg.train.method == "mbdml4" else ""))
-    return _fit(cfg, run_dir, resume=True)
-
-
-def _changed_settings(saved: Config, given: Config, allowed: tuple[str, ...] | set[str]) -> list[str]:
-    """Names of the settings outside ``allowed`` whose values differ between two configs."""
-    stored = {name: value for section in saved.to_dict().values() for name, value in section.items()}
-    return sorted(name for section in given.to_dict().values() for name, value in section.items()
-                  if value != stored[name] and name not in allowed)
-
-
-def train_student(teacher_dir: Path, overrides: dict[str, Any]) -> RunSummary:
-    """A new mbdml4 run whose teacher is ``teacher_dir``'s finished teacher: only the student's settings (the nst
-    section, except the variant) may differ, so several students can be compared without training the teacher
-    again. Its stage-0 rows, ``best-stage0.pt`` and split are copied; the run then trains, resumes and reports like
-    any other."""
-    if not (teacher_dir / "config.yaml").is_file():
-        raise UserError(f"{teacher_dir} is not a weakdml run directory (no config.yaml)")
-    saved = build_config(teacher_dir / "config.yaml")
-    if saved.train.method != "mbdml4" or saved.nst.nst_variant != "teacher-student":
-        raise UserError(f"{teacher_dir} is a {saved.train.method} run; --from-teacher needs an mbdml4 run with "
-                        f"--nst-variant teacher-student")
-    cfg = build_config(teacher_dir / "config.yaml", overrides)
-    student = set(saved.to_dict()["nst"]) - {"nst_variant"}
-    changed = _changed_settings(saved, cfg, student | {"out", "device", "progress", "eval_batch_size"})
-    if changed:
-        raise UserError(f"--from-teacher keeps the teacher's settings; {', '.join(changed)} cannot change (only the "
-                        f"student's --nst-* settings, --scale-nst and --unlabeled-ratio can)")
-    run_dir = Path(overrides["out"]) if overrides.get("out") else default_run_dir(cfg)
-    if (run_dir / "last.pt").exists() or run_dir.resolve() == teacher_dir.resolve():
-        raise UserError(f"{run_dir} already holds a run; choose another --out for the student")
-    cfg.train.out = str(run_dir)
-    return _fit(cfg, run_dir, resume=False, teacher_dir=teacher_dir)
-
-
-def _fit(cfg: Config, run_dir: Path, resume: bool, teacher_dir: Path | None = None) -> RunSummary:
-    device = resolve_device(cfg.train.device)
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
-    split_file = run_dir / "split.json" if resume else teacher_dir / "split.json" if teacher_dir else None
-    data = prepare_data(cfg, split_file)
-    method = build_method(cfg, data, device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _attach_log_file(run_dir)
-    trainer = Trainer(cfg, method, data.val, data.test, run_dir)
-    if resume:
-        trainer.resume()
-        if trainer.start_epoch < trainer.total_epochs:
-            finished = run_dir / "final_metrics.json"
-            if finished.is_file():  # a finished run given more epochs or rounds is unfinished again
-                finished.replace(run_dir / f"final_metrics-{trainer.start_epoch}-epochs.json")
-            log.info(f"resumed {run_dir} at epoch {trainer.start_epoch + 1}")
-        else:
-            log.info(f"{run_dir} has finished its {trainer.total_epochs} epochs; nothing to train (more epochs: "
-                     f"--epochs, more noisy-student rounds: --nst-rounds)")
-    elif teacher_dir:
-        trainer.start_from_teacher(teacher_dir)
-        log.info(f"student of {teacher_dir}'s teacher, from epoch {trainer.start_epoch + 1}, in {run_dir}")
-    else:
-        if len(data.val) == 0:
-            log.warning(f"no validation images ({len(data.train.labeled)} labelled; --val-fraction "
-                        f"{cfg.data.val_fraction}): the model kept is the last epoch's; label more images or raise "
-                        f"--val-fraction to select on validation")
-        log.info(f"training {cfg.train.method} on {cfg.data.dataset}: {len(data.train.labeled)} labelled, "
-                 f"{len(data.val)} validation, {len(data.train.unlabeled)} unlabelled, {len(data.test)} test; "
-                 f"device {device}; run directory {run_dir}")
-    cfg.save(run_dir / "config.yaml")  # after the checks of a resumed run: a refused one keeps its settings
-    data.split.save(run_dir / "split.json")
-    trainer.fit()
-    metrics = final_metrics(method, data, run_dir)
-    metrics["train_seconds"] = sum(row["seconds"] for row in trainer.log.rows())  # over every session of the run
-    (run_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
-    log.info(f"test accuracy {metrics['test_accuracy']:.4f} (best validation epoch {metrics['best_epoch'] + 1})")
-    return RunSummary(run_dir, metrics)
-
-
-def final_metrics(method: Method, data: PreparedData, run_dir: Path) -> dict[str, Any]:
-    """Test metrics of the best-on-validation model: the method's accuracy, then embedding metrics of the test set
-    against the labelled training images (kNN accuracy, Recall@K, MAP@R, clustering)."""
-    best = load_checkpoint(run_dir / "best.pt", map_location=method.device)
-    method.load_state_dict(best["method"])
-    val, test = evaluate_accuracy(method, data.val, data.test)
-    test_emb = method.embed_all(data.test.images).cpu()
-    ref_emb = method.embed_all(data.train.labeled.images).cpu()
-    embedding = evaluate_embeddings(test_emb, data.test.labels, ref_emb, data.train.labeled.labels,
-                                    seed=method.cfg.train.seed)
-    return {"test_accuracy": test.accuracy, "test_loss": test.loss, "val_accuracy": val.accuracy,
-            "best_epoch": int(best["epoch"]), **{f"test_{k}": v for k, v in embedding.items()}}
-
-
-def load_run(run_dir: Path, device: str = "auto", data_root: str | None = None) -> tuple[Config, PreparedData, Method]:
-    """Rebuild a run's data, split and method from its directory (for evaluation and plots)."""
+def load_run(run_dir: Path, device: str = "auto", data_root: str | None = None) -> tuple[Config, PreparedData,
+                                                                                        Method, Task]:
+    """Rebuild a run's data, split, task and the method of the stage its ``best.pt`` comes from, with those
+    weights (for evaluation and plots)."""
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "best.pt").is_file():
         raise UserError(f"{run_dir} is not a weakdml run directory with a trained model (config.yaml and best.pt)")
+    _refuse_old_layout(run_dir)
     cfg = build_config(run_dir / "config.yaml", {"device": device, "data_root": data_root})
-    data = prepare_data(cfg, run_dir / "split.json")
-    method = build_method(cfg, data, resolve_device(cfg.train.device))
-    return cfg, data, method
+    pipeline = pipeline_for(cfg)
+    needs_labels = any(pipeline.stages[i].method_class.needs_labels for i in pipeline.trained)  # type: ignore
+    data = prepare_data(cfg, run_dir / "split.json", needs_labels)
+    task, monitor = task_and_monitor(cfg, pipeline, data)
+    stage = pipeline.stages[kept_stage(pipeline, run_dir)]
+    assert isinstance(stage, TrainStage)
+    method = stage.build(StageContext(data, resolve_device(cfg.train.device), task, monitor, MetricsLog(run_dir,
+                                                                                                       tensorboard=False),
+                                      _artifacts(pipeline, run_dir)))
+    _load_weights(method, load_checkpoint(run_dir / "best.pt", map_location=method.device)["method"],
+                  run_dir / "best.pt")
+    return cfg, data, method, task
+
+
+def _artifacts(pipeline: Pipeline, run_dir: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for i, stage in enumerate(pipeline.stages):
+        result = read_done(pipeline.directory(run_dir, i))
+        if result is not None:
+            found |= {f"{stage.name}/{k}": p for k, p in result.artifacts.items()}
+    return found
 
 
 def evaluate_run(run_dir: Path, device: str = "auto", data_root: str | None = None) -> dict[str, Any]:
     """Recompute the test metrics of a run from its saved best model."""
-    _, data, method = load_run(run_dir, device, data_root)
-    return final_metrics(method, data, run_dir)
+    _, data, method, task = load_run(run_dir, device, data_root)
+    return final_metrics(method, data, run_dir, task)

@@ -1,10 +1,11 @@
-"""The training loop: it calls the method's hooks and knows nothing of which method it runs.
+"""The training loop of one trained stage: it calls the method's hooks and knows nothing of which method it runs.
 
-Per epoch: ``on_epoch_start``, the method's batches through ``training_step`` (AMP on CUDA), optimiser and schedule
-steps, then accuracy on the validation and test parts (test is recorded for the curves, never used to choose), a
-metrics row, and checkpoints: ``last.pt`` every epoch and ``best.pt`` at the best validation accuracy (a tie goes to
-the later epoch: small validation sets saturate early, and later epochs are more converged). A non-finite loss stops
-training and keeps the last good checkpoint.
+Per epoch: ``on_epoch_start``, the method's index batches (drawn first, so that loading ahead cannot disturb the
+seeded draws), their images loaded ahead and sharded per rank, the method called through ``forward`` (AMP on CUDA),
+the learning rate of the schedule set at every step; then every ``--eval-every`` epochs (and at the last) the task's
+validation and test metrics (test is recorded for the curves, never used to choose), a metrics row, and checkpoints:
+``last.pt`` every epoch and ``best.pt`` when the monitor improves. Loss sums stay on the device and are read once
+per logging interval, where a non-finite loss stops training and keeps the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -13,225 +14,178 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from weakdml.config import Config
-from weakdml.data.types import ImageSet
+from weakdml.data.prepare import PreparedData
+from weakdml.data.types import all_images, view
+from weakdml.engine import dist
 from weakdml.engine.checkpoint import load_checkpoint, save_atomic
 from weakdml.engine.environment import rng_state, set_rng_state
 from weakdml.engine.metrics_log import MetricsLog
-from weakdml.engine.optim import build_optimizer, build_scheduler
+from weakdml.engine.monitor import Monitor
+from weakdml.engine.optim import build_optimizer, set_learning_rate
+from weakdml.engine.prefetch import prefetched
+from weakdml.engine.tasks import Task
 from weakdml.errors import UserError
-from weakdml.methods.base import Method
+from weakdml.methods.base import Batch, Method
 
 log = logging.getLogger("weakdml")
-
-
-@dataclass
-class EvalResult:
-    accuracy: float
-    loss: float
-
-
-@torch.no_grad()
-def evaluate_accuracy(method: Method, *parts: ImageSet) -> list[EvalResult]:
-    """Accuracy and mean NLL of the method's classifier on each labelled image set, from one prediction call (so a
-    method that embeds its support set before predicting does it once)."""
-    sizes = [len(part) for part in parts]
-    if sum(sizes) == 0:
-        return [EvalResult(math.nan, math.nan) for _ in parts]
-    scores = method.predict_all(torch.cat([part.images for part in parts])).split(sizes)
-    results = []
-    for part, part_scores in zip(parts, scores):
-        if len(part) == 0:
-            results.append(EvalResult(math.nan, math.nan))
-            continue
-        labels = part.labels.to(part_scores.device)
-        results.append(EvalResult((part_scores.argmax(1) == labels).float().mean().item(),
-                                  F.cross_entropy(part_scores, labels).item()))
-    return results
+LOG_EVERY = 25  # steps between reads of the loss from the device
 
 
 class Trainer:
-    """Runs a method's stages (one for most methods; teacher then students for Noisy Student) epoch by epoch.
+    """Trains ``method`` for ``epochs`` epochs numbered from ``first_epoch`` (epochs are numbered across a
+    pipeline's stages; ``stage`` is this stage's ordinal among them), writing into ``directory``."""
 
-    Epochs are numbered across stages. A stage after the first starts from the previous stage's best-on-validation
-    weights (``best-stage{s}.pt``), calls the method's ``begin_stage`` and gets a fresh optimiser and schedule.
-    ``best.pt`` is the best validation accuracy over all stages.
-    """
-
-    def __init__(self, cfg: Config, method: Method, val: ImageSet, test: ImageSet, run_dir: Path) -> None:
-        self.cfg, self.method, self.val, self.test, self.run_dir = cfg, method, val, test, run_dir
-        self.stage_starts = [0]
-        for length in method.stages():
-            self.stage_starts.append(self.stage_starts[-1] + length)
-        self.total_epochs = self.stage_starts[-1]
-        self._new_optimizer(stage=0)
-        self.log = MetricsLog(run_dir)
-        self.start_epoch = 0
-        self.best = -math.inf  # validation accuracy, over all stages
-        self.stage_best = -math.inf  # validation accuracy within the current stage
-        device = method.device
+    def __init__(self, cfg: Config, method: Method, task: Task, monitor: Monitor, data: PreparedData,
+                 directory: Path, log_: MetricsLog, epochs: int, first_epoch: int = 0, stage: int = 0) -> None:
+        self.cfg, self.method, self.task, self.monitor, self.data = cfg, method, task, monitor, data
+        self.directory, self.log, self.epochs, self.first_epoch, self.stage = directory, log_, epochs, first_epoch, stage
+        self.optimizer = build_optimizer(method.parameter_groups(), cfg.optim)
+        self.start_epoch = first_epoch
+        self.best: float | None = None
         self.amp_dtype = None
-        if cfg.train.amp and device.type == "cuda":
+        if cfg.train.amp and method.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.network = method  # what a step calls: the method, or its DistributedDataParallel wrapper
 
     @property
-    def multi_stage(self) -> bool:
-        return len(self.stage_starts) > 2
-
-    def stage_of(self, epoch: int) -> int:
-        return max(s for s in range(len(self.stage_starts) - 1) if self.stage_starts[s] <= epoch)
-
-    def _new_optimizer(self, stage: int) -> None:
-        length = self.stage_starts[stage + 1] - self.stage_starts[stage]
-        self.optimizer = build_optimizer(self.method, self.cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, self.cfg.optim, length)
+    def end_epoch(self) -> int:
+        return self.first_epoch + self.epochs
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def _state(self, epoch: int) -> dict:
         return {"epoch": epoch, "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "best_val_accuracy": self.best, "stage_best_val_accuracy": self.stage_best, "rng": rng_state(),
-                "stage_starts": self.stage_starts}
+                "scaler": self.scaler.state_dict(), "best": self.best, "monitor": self.monitor.metric,
+                "rng": rng_state()}
 
     def resume(self) -> None:
-        """Continue from ``last.pt``: model, method state (banks, pseudo-labels), optimiser, schedule, RNG, epoch."""
-        state = load_checkpoint(self.run_dir / "last.pt")  # on the CPU: RNG states must stay there
-        missing = {"epoch", "method", "optimizer", "scheduler", "scaler", "best_val_accuracy",
-                   "stage_best_val_accuracy", "rng"} - set(state)
+        """Continue from ``last.pt``: model, method state (banks), optimiser, RNG, epoch; the learning rate follows
+        from the epoch (a run given more --epochs goes on along its longer schedule)."""
+        path = self.directory / "last.pt"
+        state = load_checkpoint(path)  # on the CPU: RNG states must stay there
+        if "best" not in state and "best_val_accuracy" in state:  # a one-stage run of weakdml 0.1
+            state["best"] = None if state["best_val_accuracy"] == -math.inf else state["best_val_accuracy"]
+        missing = {"epoch", "method", "optimizer", "scaler", "best", "rng"} - set(state)
         if missing:
-            raise UserError(f"{self.run_dir / 'last.pt'} lacks {', '.join(sorted(missing))}: it was written by "
-                            f"another version of weakdml and cannot be resumed; start a new run")
-        saved_stages = state.get("stage_starts", self.stage_starts)
-        self._check_stages(saved_stages, trained=state["epoch"] + 1)
-        if len(saved_stages) == 2 and self.multi_stage and not (self.run_dir / "best-stage0.pt").is_file():
-            save_atomic(load_checkpoint(self.run_dir / "best.pt"), self.run_dir / "best-stage0.pt")  # had one stage
+            raise UserError(f"{path} was written by an earlier version of weakdml (it lacks "
+                            f"{', '.join(sorted(missing))}) and cannot be resumed; start a new run, or evaluate it "
+                            f"with the version that made it")
+        trained = state["epoch"] + 1
+        if trained > self.end_epoch:
+            raise UserError(f"this run has trained {trained - self.first_epoch} epochs: --epochs cannot be fewer")
         self.method.load_state_dict(state["method"])
-        self._new_optimizer(self.stage_of(state["epoch"]))
+        declared = [(group["name"], group["lr_factor"]) for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):
-            # the saved lr follows the saved length; a run given more --epochs goes on along its longer schedule
-            schedule = zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas)
-            for group, base, factor in schedule:
-                group["lr"] = base * factor(self.scheduler.last_epoch)
+        for group, (name, factor) in zip(self.optimizer.param_groups, declared):  # the method's, not the file's
+            group["name"], group["lr_factor"] = name, factor
         self.scaler.load_state_dict(state["scaler"])
-        self.best = state["best_val_accuracy"]
-        self.stage_best = state["stage_best_val_accuracy"]
+        self.best = state["best"]
         set_rng_state(state["rng"])
-        self.start_epoch = state["epoch"] + 1
+        self.start_epoch = trained
         self.log.truncate_after(state["epoch"])
 
-    def _check_stages(self, saved: list[int], trained: int) -> None:
-        """A resumed run keeps its stages (``saved``: their starts and the last one's end) and the ``trained`` epochs;
-        the last stage's end may move (``--epochs`` of a one-stage run) and stages may follow it (``--nst-rounds``)."""
-        now, kept = self.stage_starts, len(saved) - 1
-        added = len(now) > len(saved)
-        if len(now) == len(saved) == 2 and now[-1] < trained:
-            raise UserError(f"this run has trained {trained} epochs: --epochs cannot be fewer")
-        if (len(now) < len(saved) or saved[:-1] != now[:kept] or (added and saved[-1] != now[kept])
-                or now[-1] < trained):
-            raise UserError(f"cannot resume this run with stages starting at epochs {now[:-1]} and ending at "
-                            f"{now[-1]}: it has {saved[:-1]}, ending at {saved[-1]}, and has trained {trained} "
-                            f"epochs; only --nst-rounds may grow, and --epochs of a one-stage run")
-
-    def start_from_teacher(self, teacher_dir: Path) -> None:
-        """Begin at the first student epoch with another run's finished teacher (its stage 0: metrics rows and
-        ``best-stage0.pt``) as this run's, so that student settings can be compared on one teacher."""
-        teacher_epochs = self.stage_starts[1]
-        rows = [row for row in MetricsLog(teacher_dir, tensorboard=False).rows() if row["stage"] == 0]
-        if len(rows) < teacher_epochs or not (teacher_dir / "best-stage0.pt").is_file():
-            raise UserError(f"the teacher of {teacher_dir} has finished {len(rows)} of its {teacher_epochs} epochs; "
-                            f"resume that run first (weakdml train --resume {teacher_dir})")
-        self.log.truncate_after(-1)
-        for row in rows:
-            self.log.append(row)
-        teacher = load_checkpoint(teacher_dir / "best-stage0.pt")
-        save_atomic(teacher, self.run_dir / "best-stage0.pt")
-        save_atomic(teacher, self.run_dir / "best.pt")
-        self.best = self.stage_best = max(row["val_accuracy"] for row in rows)
-        self.start_epoch = teacher_epochs
-
-    def _begin_stage(self, stage: int) -> None:
-        teacher = load_checkpoint(self.run_dir / f"best-stage{stage - 1}.pt", map_location=self.method.device)
-        self.method.load_state_dict(teacher["method"])
-        self.method.begin_stage(stage)
-        self._new_optimizer(stage)
-        self.stage_best = -math.inf
+    def start(self) -> None:
+        """A fresh start: rows a failed earlier attempt left from this stage on are dropped."""
+        self.log.truncate_after(self.first_epoch - 1)
 
     # -- loop ----------------------------------------------------------------------------------------------------
     def fit(self) -> None:
-        quiet = {"auto": not sys.stderr.isatty(), "on": False, "off": True}[self.cfg.train.progress]
-        for epoch in range(self.start_epoch, self.total_epochs):
-            stage = self.stage_of(epoch)
-            if stage > 0 and epoch == self.stage_starts[stage]:
-                self._begin_stage(stage)
+        quiet = {"auto": not sys.stderr.isatty(), "on": False, "off": True}[self.cfg.train.progress] or \
+            not dist.is_main()
+        for epoch in range(self.start_epoch, self.end_epoch):
             started = time.perf_counter()
-            train_stats = self._train_epoch(epoch, quiet)
-            val, test = evaluate_accuracy(self.method, self.val, self.test)
-            row = {"epoch": epoch, "stage": stage, **{f"train_{k}": v for k, v in train_stats.items()},
-                   "val_accuracy": val.accuracy, "val_loss": val.loss, "test_accuracy": test.accuracy,
-                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
-            self.scheduler.step()
-            improved = val.accuracy >= self.best or math.isnan(val.accuracy)
-            stage_improved = val.accuracy >= self.stage_best or math.isnan(val.accuracy)
-            self.best = val.accuracy if improved else self.best
-            self.stage_best = val.accuracy if stage_improved else self.stage_best
-            state = self._state(epoch)
-            best_state = {"epoch": epoch, "method": state["method"]}
+            train_stats, lr = self._train_epoch(epoch, quiet)
+            local = epoch - self.first_epoch
+            evaluated = (local + 1) % self.cfg.train.eval_every == 0 or epoch == self.end_epoch - 1
+            metrics = self.task.epoch_metrics(self.method, self.data) if evaluated else {}
+            row = {"epoch": epoch, "stage": self.stage, **{f"train_{k}": v for k, v in train_stats.items()},
+                   **metrics, "lr": lr, "seconds": time.perf_counter() - started}
+            candidate = evaluated or not self.monitor.needs_evaluation
+            value = self.monitor.value(row) if candidate else None
+            improved = candidate and self.monitor.improves(value, self.best)
             if improved:
-                save_atomic(best_state, self.run_dir / "best.pt")
-            if stage_improved and self.multi_stage:
-                save_atomic(best_state, self.run_dir / f"best-stage{stage}.pt")
-            self.log.append(row | {"best": improved})
-            save_atomic(state, self.run_dir / "last.pt")  # last: a crash before it repeats the whole epoch
-            self._snapshot(epoch)
-            log.info(f"epoch {epoch + 1}/{self.total_epochs}  loss {train_stats['loss']:.4f}  "
-                     f"val {val.accuracy:.4f}  test {test.accuracy:.4f}  ({row['seconds']:.1f} s)")
+                self.best = value
+            if dist.is_main():
+                state = self._state(epoch)
+                if improved:
+                    save_atomic({"epoch": epoch, "method": state["method"], "value": value,
+                                 "monitor": self.monitor.metric}, self.directory / "best.pt")
+                self.log.append(row | {"best": improved})
+                save_atomic(state, self.directory / "last.pt")  # last: a crash before it repeats the whole epoch
+                if evaluated:
+                    self._snapshot(epoch)
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.endswith("loss"))
+            log.info(f"epoch {epoch + 1}/{self.end_epoch}  loss {train_stats['loss']:.4f}  {shown}  "
+                     f"({row['seconds']:.1f} s)")
 
     def _snapshot(self, epoch: int) -> None:
         """Embeddings of the first ``snapshot_images`` test images, for plots of the embedding over epochs."""
-        n = min(self.cfg.train.snapshot_images, len(self.test))
+        n = min(self.cfg.train.snapshot_images, len(self.data.test))
         if n == 0:
             return
-        folder = self.run_dir / "snapshots"
+        folder = self.directory / "snapshots"
         folder.mkdir(exist_ok=True)
-        embeddings = self.method.embed_all(self.test.images[:n]).cpu().numpy()
+        first = all_images(view(self.data.test, torch.arange(n)))
+        embeddings = self.method.embed_all(first).cpu().numpy()
         np.savez_compressed(folder / f"epoch_{epoch:04d}.npz", embeddings=embeddings,
-                            labels=self.test.labels[:n].numpy())
+                            labels=self.data.test.labels[:n].numpy())
 
-    def _train_epoch(self, epoch: int, quiet: bool) -> dict[str, float]:
-        method = self.method
+    def _train_epoch(self, epoch: int, quiet: bool) -> tuple[dict[str, float], float]:
+        method, local = self.method, epoch - self.first_epoch
         method.train()
         method.seed_epoch(epoch)
         method.on_epoch_start(epoch)
-        totals: dict[str, float] = {}
-        seen = 0
-        bar = tqdm(method.batches(epoch), desc=f"epoch {epoch + 1}/{self.total_epochs}", leave=False,
-                   disable=quiet, unit="batch")
+        plan = list(method.batches(epoch))
+        totals: dict[str, torch.Tensor] = {}
+        seen, finite, lr = 0, torch.ones((), dtype=torch.bool, device=method.device), self.cfg.optim.lr
+        bar = tqdm(prefetched(plan, lambda batch: load_batch(method, batch)), total=len(plan), desc=f"epoch {epoch + 1}/{self.end_epoch}",
+                   leave=False, disable=quiet, unit="batch")
         for step, batch in enumerate(bar):
+            lr = set_learning_rate(self.optimizer, self.cfg.optim, local, step, len(plan), self.epochs)
             with torch.autocast(method.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
-                losses = method.training_step(batch)
+                losses = self.network(batch)
             loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise UserError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training "
-                                f"stopped and the last good checkpoint is kept in {self.run_dir} (try a lower --lr)")
+            finite &= torch.isfinite(loss.detach())
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            n = len(batch.labels)
+            n = len(batch.index) or len(batch.unlabeled_index)  # label-free methods train on unlabelled batches
             seen += n
             for key, value in losses.items():
-                totals[key] = totals.get(key, 0.0) + float(value.detach()) * n
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        return {key: value / max(seen, 1) for key, value in totals.items()}
+                totals[key] = totals.get(key, 0) + value.detach().float().to(method.device) * n
+            if (step + 1) % LOG_EVERY == 0 or step == len(plan) - 1:
+                self._check_finite(finite, epoch, step)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        names = list(totals)
+        values = torch.stack([totals[k] for k in names]).tolist() if names else []
+        return {k: v / max(seen, 1) for k, v in zip(names, values)}, lr
+
+    def _check_finite(self, finite: torch.Tensor, epoch: int, step: int) -> None:
+        if bool(finite):
+            return
+        kept = (f"the last good checkpoint is kept in {self.directory / 'last.pt'}"
+                if (self.directory / "last.pt").is_file() else "no checkpoint was written yet")
+        raise UserError(f"the loss became non-finite in epoch {epoch + 1} (by step {step + 1}); training stopped and "
+                        f"{kept}; try a lower --lr")
+
+
+def load_batch(method: Method, batch: Batch) -> Batch:
+    """The images and labels of this rank's share of an index batch, on the method's device."""
+    device, train = method.device, method.data
+    index = dist.shard(batch.index)
+    batch.index, batch.labels = index.to(device), train.labeled.labels[index].to(device)
+    batch.images = train.labeled.load(index).to(device, non_blocking=True)
+    if batch.unlabeled_index is not None:
+        u_index = dist.shard(batch.unlabeled_index)
+        batch.unlabeled_index = u_index.to(device)
+        batch.unlabeled_images = train.unlabeled.load(u_index).to(device, non_blocking=True)
+    return batch

@@ -1,4 +1,5 @@
-"""Training methods by name."""
+"""Training methods by name; a method made of several stages (mbdml4) also has its pipeline in
+``weakdml.pipelines``, which says what its stages train."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from weakdml.methods.classifier import CrossEntropy, Mixup
 from weakdml.methods.dml import Contrastive, ProxyAnchor, SoftTriple, SupCon, Triplet
 from weakdml.methods.mbdml import MbDML1, MbDML2, MbDML3
 from weakdml.methods.nngk import NNGK
-from weakdml.methods.noisy_student import MbDML4
+from weakdml.methods.noisy_student import NoisyStudentTeacher
 
 METHODS: dict[str, type[Method]] = {
     "nngk": NNGK,
@@ -16,7 +17,7 @@ METHODS: dict[str, type[Method]] = {
     "mbdml1": MbDML1,
     "mbdml2": MbDML2,
     "mbdml3": MbDML3,
-    "mbdml4": MbDML4,
+    "mbdml4": NoisyStudentTeacher,  # its stages: weakdml.pipelines.noisy_student
     "contrastive": Contrastive,
     "proxy-anchor": ProxyAnchor,
     "soft-triple": SoftTriple,

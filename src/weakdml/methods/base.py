@@ -1,40 +1,52 @@
-"""What every training method offers the engine: batches, a training step, prediction and embedding.
+"""What every training method offers the engine: index batches, a training step, parameter groups, embeddings and
+(where it has one) a classifier.
 
 A method is an ``nn.Module`` that owns the embedding network and whatever its loss needs (heads, banks), so one
-``state_dict`` holds everything a checkpoint must restore. It sees tensors only, never files or the CLI. The labels
-of the unlabelled part never reach it: ``TrainData.unlabeled`` carries -1 labels by construction.
+``state_dict`` holds everything a checkpoint must restore. It sees image sources and tensors only, never files or the
+CLI. It yields *index* batches; the engine loads their images (ahead of time, per rank) and calls the method through
+``forward``, so that a DistributedDataParallel wrapper sees the call. The labels of the unlabelled part never reach
+it: ``TrainData.unlabeled`` carries -1 labels by construction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from weakdml.config import Config
 from weakdml.data.augment import augment
-from weakdml.data.types import ImageSet, TrainData
+from weakdml.data.types import ImageSet, ImageSource, TrainData
+from weakdml.engine.optim import ParamGroup
 from weakdml.models.embedding import EmbeddingNet
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]  # embeddings (B, D) -> class log-scores (B, C)
 
 
 @dataclass
 class Batch:
-    """uint8 images (B, C, H, W) on the device, labels and indices into the labelled set; optionally a batch of
-    unlabelled images with their indices into the unlabelled set (semi-supervised methods)."""
+    """Indices into the labelled part (and, for semi-supervised methods, into the unlabelled part), as the method
+    draws them; the engine fills in the uint8 images (B, C, H, W) and labels, on the device."""
 
-    images: torch.Tensor
-    labels: torch.Tensor
     index: torch.Tensor
-    unlabeled_images: torch.Tensor | None = None
     unlabeled_index: torch.Tensor | None = None
+    images: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    unlabeled_images: torch.Tensor | None = None
 
 
 class Method(nn.Module):
-    """Base class: shuffled batches of the labelled part, weak augmentation, prediction by ``classify``."""
+    """Base class: shuffled batches of the labelled part, weak augmentation, one parameter group, the classifier of
+    ``classify`` (a method without one returns no scorer)."""
 
     l2_normalize_by_default = True  # embeddings on the unit sphere unless --(no-)l2-normalize says otherwise
+    needs_labels = True  # False: trains without any label (--labeled-fraction 0 allowed)
+    monitor: str | None = None  # what best.pt follows, e.g. "train_loss:min"; None: the task's choice
+    sections: tuple[str, ...] = ()  # the config sections of its own settings (help, comparisons)
+    task: str | None = None  # the evaluation protocol it is made for (e.g. "clustering"); None: the data set's
 
     def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
         super().__init__()
@@ -51,30 +63,34 @@ class Method(nn.Module):
         """Every random choice of an epoch (order, augmentation) derives from (seed, epoch): resuming is exact."""
         self.generator.manual_seed(self.cfg.train.seed * 100_003 + epoch)
 
-    def stages(self) -> list[int]:
-        """Epochs of each training stage; most methods have one (Noisy Student: teacher, then students)."""
-        return [self.cfg.train.epochs]
-
-    def begin_stage(self, stage: int) -> None:
-        """Called at the start of stage ≥ 1, after the previous stage's best weights were loaded."""
+    def start_from(self, state: dict[str, Any]) -> None:
+        """Take the weights of an earlier stage's method (same architecture) as this stage's start."""
+        self.load_state_dict(state)
 
     def on_epoch_start(self, epoch: int) -> None:
-        """Called before each epoch's batches (e.g. to refresh a support bank)."""
+        """Called before each epoch's batches are drawn (e.g. to refresh a support bank)."""
 
     def batches(self, epoch: int) -> Iterator[Batch]:
-        """The epoch's training batches; by default the labelled part, shuffled, last batch kept if ≥ 2 images."""
-        yield from self.shuffled_batches(self.data.labeled, self.cfg.train.batch_size)
+        """The epoch's index batches; by default the labelled part, shuffled, last batch kept if ≥ 2 images."""
+        yield from self.shuffled_batches(len(self.data.labeled), self.cfg.train.batch_size)
 
-    def shuffled_batches(self, images: ImageSet, batch_size: int) -> Iterator[Batch]:
-        order = torch.randperm(len(images), generator=self.generator)
-        for start in range(0, len(order), batch_size):
+    def shuffled_batches(self, n: int, batch_size: int) -> Iterator[Batch]:
+        order = torch.randperm(n, generator=self.generator)
+        for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             if len(idx) >= 2:
-                yield Batch(images.images[idx].to(self.device), images.labels[idx].to(self.device), idx.to(self.device))
+                yield Batch(idx)
+
+    def parameter_groups(self) -> list[ParamGroup]:
+        """Named groups of parameters with their learning-rate factor and weight decay; by default one group."""
+        return [ParamGroup("all", list(self.parameters()))]
 
     def view(self, images: torch.Tensor, kind: str | None = None) -> torch.Tensor:
         """An augmented float view of a uint8 batch (kind defaults to the configured augmentation)."""
         return augment(images, kind or self.cfg.data.augment, self.data.flip, self.generator)
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.training_step(batch)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Losses of one batch: must hold "loss"; may hold "accuracy" (on the batch) and other terms to log."""
@@ -84,20 +100,30 @@ class Method(nn.Module):
         """Class log-scores (B, C) of embeddings (argmax = prediction)."""
         raise NotImplementedError
 
+    def scorer(self) -> Scorer | None:
+        """The classifier as it stands now: a function from embeddings to class log-scores, or None (no classifier).
+        Built once per evaluation, so a method that embeds its labelled images to classify does so once."""
+        return self.classify if type(self).classify is not Method.classify else None
+
     @torch.no_grad()
-    def embed_all(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-        """Embeddings (N, D) of uint8 images, in eval mode and without gradient, in batches."""
+    def embed_all(self, images: ImageSource | torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Embeddings (N, D) of a source's images (or of a uint8 tensor), in eval mode, without gradient."""
+        source = images if isinstance(images, ImageSource) else ImageSet(images, torch.zeros(len(images)))
         batch_size = batch_size or self.cfg.train.eval_batch_size
         was_training = self.training
         self.eval()
-        out = [self.model(images[i:i + batch_size].to(self.device).float() / 255)
-               for i in range(0, len(images), batch_size)]
+        index = torch.arange(len(source))
+        out = [self.model(source.load(index[i:i + batch_size]).to(self.device).float() / 255)
+               for i in range(0, len(source), batch_size)]
         self.train(was_training)
         return torch.cat(out) if out else torch.zeros(0, self.model.dim, device=self.device)
 
     @torch.no_grad()
-    def predict_all(self, images: torch.Tensor) -> torch.Tensor:
-        """Class log-scores (N, C) of uint8 images."""
+    def predict_all(self, images: ImageSource | torch.Tensor) -> torch.Tensor:
+        """Class log-scores (N, C) of a source's images by the method's scorer."""
+        score = self.scorer()
+        if score is None:
+            raise ValueError(f"{type(self).__name__} has no classifier")
         emb = self.embed_all(images)
         bs = self.cfg.train.eval_batch_size
-        return torch.cat([self.classify(emb[i:i + bs]) for i in range(0, len(emb), bs)])
+        return torch.cat([score(emb[i:i + bs]) for i in range(0, len(emb), bs)]) if len(emb) else emb[:, :0]

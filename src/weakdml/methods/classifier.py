@@ -37,6 +37,8 @@ class CrossEntropy(Method):
 class Mixup(CrossEntropy):
     """Cross-entropy on mixed images against both labels, weighted λ and 1 − λ (the paper's Mixup baseline)."""
 
+    sections = ("mixup",)
+
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         lam = sample_lambda(self.cfg.mixup.alpha, self.generator)
         perm = torch.randperm(len(batch.labels), generator=self.generator).to(self.device)

@@ -11,8 +11,8 @@ The loss is computed in float32 outside autocast: PML casts learnable proxies to
 which under AMP would turn the parameters into float16.
 
 Prediction uses the same classifier as NNGK: the Gaussian kernel over the labelled images' embeddings (per-centre
-weights fixed at zero). The bank is refreshed at the start of every epoch and again before predicting after training
-steps, so that queries from the updated network are not scored against the epoch start's centres.
+weights fixed at zero), embedded anew by the current network whenever it predicts. Training needs no bank, so none is
+kept up to date (no training accuracy is logged: it would cost an embedding pass per epoch).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from torch import nn
 from weakdml.config import Config, DMLConfig
 from weakdml.data.samplers import batch_shape, m_per_class_batches
 from weakdml.data.types import TrainData
-from weakdml.methods.base import Batch, Method
-from weakdml.methods.nngk import predict_with_current_centres
+from weakdml.methods.base import Batch, Method, Scorer
+from weakdml.methods.nngk import current_centres_scorer
 from weakdml.methods.nngk_head import NNGKHead
 from weakdml.models.embedding import EmbeddingNet
 
@@ -54,6 +54,7 @@ class DMLMethod(Method):
     """A PML loss on m-per-class batches; the subclass names the loss. Predicts with the NNGK classifier."""
 
     loss_name = ""
+    sections = ("dml",)
 
     def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
         super().__init__(model, data, cfg)
@@ -63,16 +64,12 @@ class DMLMethod(Method):
         n = cfg.nngk
         self.head = NNGKHead(len(data.labeled), model.dim, data.num_classes, n.neighbours, n.sigma)
         self.head.log_weights.requires_grad_(False)  # a fixed kernel classifier: not trained by the DML loss
-
-    def on_epoch_start(self, epoch: int) -> None:
-        labeled = self.data.labeled
-        self.head.refresh(self.embed_all(labeled.images), labeled.labels.to(self.device), epoch)
+        self.head.centre_labels.copy_(data.labeled.labels)  # its centres are embedded anew at each prediction
 
     def batches(self, epoch: int) -> Iterator[Batch]:
-        labeled = self.data.labeled
-        for idx in m_per_class_batches(labeled.labels, self.cfg.train.batch_size, self.cfg.dml.m_per_class,
+        for idx in m_per_class_batches(self.data.labeled.labels, self.cfg.train.batch_size, self.cfg.dml.m_per_class,
                                        self.generator):
-            yield Batch(labeled.images[idx].to(self.device), labeled.labels[idx].to(self.device), idx.to(self.device))
+            yield Batch(idx)
 
     def metric_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The PML loss (after mining, if any) of embeddings (B, D), in float32."""
@@ -82,14 +79,10 @@ class DMLMethod(Method):
             return self.loss(z, labels, triplets)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        z = self.model(self.view(batch.images))
-        with torch.no_grad():
-            scores = self.head.query_log_scores(z, exclude=batch.index[:, None])  # not the image's own centre
-            accuracy = (scores.argmax(1) == batch.labels).float().mean()
-        return {"loss": self.metric_loss(z, batch.labels), "accuracy": accuracy}
+        return {"loss": self.metric_loss(self.model(self.view(batch.images)), batch.labels)}
 
-    def predict_all(self, images: torch.Tensor) -> torch.Tensor:
-        return predict_with_current_centres(self, self.head, images)
+    def scorer(self) -> Scorer:
+        return current_centres_scorer(self, self.head)
 
 
 class Contrastive(DMLMethod):

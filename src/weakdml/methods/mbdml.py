@@ -33,6 +33,7 @@ class MbDML(NNGK):
     """Shared parts: λ and the permutation per batch, the mixed-through-NNGK term."""
 
     name = "mbdml"
+    sections = ("nngk", "mixup")
 
     @property
     def scale_mixup(self) -> float:

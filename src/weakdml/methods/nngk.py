@@ -2,29 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from weakdml.config import Config
-from weakdml.methods.base import Batch, Method, TrainData
+from weakdml.methods.base import Batch, Method, Scorer, TrainData
 from weakdml.methods.nngk_head import NNGKHead
 from weakdml.models.embedding import EmbeddingNet
 
 
 class NNGK(Method):
     """Support bank of all labelled training images, refreshed every ``update_interval`` epochs (0, 5, 10, …; a
-    noisy student's from its first epoch on)."""
+    stage that starts from another's weights refreshes at its first epoch)."""
+
+    sections = ("nngk",)
 
     def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
         super().__init__(model, data, cfg)
         n = cfg.nngk
         self.head = NNGKHead(len(data.labeled), model.dim, data.num_classes, n.neighbours, n.sigma, n.learnable_sigma)
 
+    def start_from(self, state: dict[str, Any]) -> None:
+        super().start_from(state)
+        self.head.refreshed_at.fill_(-1)  # this stage's bank is built at its first epoch
+
     def on_epoch_start(self, epoch: int) -> None:
-        """Re-embed the bank when it is ``update_interval`` epochs old, or was reset (-1: a new noisy student)."""
+        """Re-embed the bank when it is ``update_interval`` epochs old, or was reset (-1: a new stage)."""
         refreshed_at = int(self.head.refreshed_at)
         if refreshed_at < 0 or epoch - refreshed_at >= self.cfg.nngk.update_interval:
-            self.head.refresh(self.embed_all(self.data.labeled.images), self.data.labeled.labels.to(self.device), epoch)
+            self.head.refresh(self.embed_all(self.data.labeled), self.data.labeled.labels.to(self.device), epoch)
 
     def nngk_loss(self, embeddings: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """NLL of the clean samples over their own centres' neighbours, and the batch accuracy."""
@@ -35,18 +43,14 @@ class NNGK(Method):
         loss, accuracy = self.nngk_loss(self.model(self.view(batch.images)), batch)
         return {"loss": loss, "accuracy": accuracy}
 
-    def predict_all(self, images: torch.Tensor) -> torch.Tensor:
-        return predict_with_current_centres(self, self.head, images)
+    def scorer(self) -> Scorer:
+        return current_centres_scorer(self, self.head)
 
 
 @torch.no_grad()
-def predict_with_current_centres(method: Method, head: NNGKHead, images: torch.Tensor) -> torch.Tensor:
-    """Class log-scores (N, C) of uint8 images by the kernel classifier over the labelled images embedded by the
-    current model, leaving the training bank as it is. The bank is refreshed only at epoch starts (or every
-    ``update_interval`` epochs), and comparing new embeddings with centres of an older network costs much accuracy
-    (Fashion-MNIST, 150 steps an epoch: 18 % instead of 71 %)."""
-    centres = method.embed_all(method.data.labeled.images)
-    embeddings = method.embed_all(images)
-    bs = method.cfg.train.eval_batch_size
-    return torch.cat([head.query_log_scores(embeddings[i:i + bs], centres=centres)
-                      for i in range(0, len(embeddings), bs)])
+def current_centres_scorer(method: Method, head: NNGKHead) -> Scorer:
+    """The kernel classifier over the labelled images embedded by the current model, leaving the training bank as
+    it is. The bank is refreshed only at epoch starts (or every ``update_interval`` epochs), and comparing new
+    embeddings with centres of an older network costs much accuracy (docs/results.md)."""
+    centres = method.embed_all(method.data.labeled)
+    return lambda embeddings: head.query_log_scores(embeddings, centres=centres)

@@ -40,8 +40,7 @@ class DropPath(nn.Module):
     """Stochastic depth: in training, zero a residual branch per sample with probability ``p`` (scaling the kept
     ones by 1/(1-p)). It is a child of its residual block and acts as a forward hook on the branch's last BatchNorm,
     i.e. just before the residual addition, so the block's state-dict keys stay torchvision's (pretrained weights
-    load). ``p = rate × depth_fraction``: the rate grows linearly with depth (Huang et al.), set by
-    ``set_stochastic_depth``."""
+    load). ``p = rate × depth_fraction``: the rate grows linearly with depth (Huang et al.)."""
 
     def __init__(self, depth_fraction: float, rate: float) -> None:
         super().__init__()
@@ -57,14 +56,6 @@ class DropPath(nn.Module):
     def after(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         """Forward hook: drop the branch's output."""
         return self(output)
-
-
-def set_stochastic_depth(model: nn.Module, rate: float) -> None:
-    """Set the drop rate of the last residual block to ``rate`` (earlier blocks: linearly less); no-op without
-    residual blocks."""
-    for module in model.modules():
-        if isinstance(module, DropPath):
-            module.p = rate * module.depth_fraction
 
 
 def _resnet(name: str, in_channels: int, small_stem: bool, stochastic_depth: float) -> tuple[nn.Module, int]:

@@ -51,7 +51,6 @@ def make_plots(directories: Iterable[Path], out: Path | None = None, what: Itera
 
 def run_figures(run: RunInfo, out: Path, what: set[str], device: str = "cpu") -> list[Path]:
     """The t-SNE (PNG), its animation over epochs (GIF) and the four feature spaces (PNG) of one run."""
-    from weakdml.engine.checkpoint import load_checkpoint
     from weakdml.engine.run import load_run
     from weakdml.plots.feature_spaces import feature_space_figure
     from weakdml.plots.tsne import animate_tsne, plot_tsne
@@ -60,11 +59,10 @@ def run_figures(run: RunInfo, out: Path, what: set[str], device: str = "cpu") ->
     written: list[Path] = []
     data = method = None
     if what & {"tsne", "spaces"} or (run.path / "best.pt").is_file():  # the GIF only needs it for class names
-        _, data, method = load_run(run.path, device)
-        method.load_state_dict(load_checkpoint(run.path / "best.pt", map_location=method.device)["method"])
+        _, data, method, _ = load_run(run.path, device)
     class_names = data.bundle.classes if data is not None else None
     if "tsne" in what and method is not None and data is not None:
-        embeddings = method.embed_all(data.test.images).cpu().numpy()
+        embeddings = method.embed_all(data.test).cpu().numpy()
         written.append(plot_tsne(embeddings, data.test.labels.numpy(), data.bundle.classes,
                                  out / f"{run.name}-tsne.png", f"t-SNE of test embeddings: {title}", run.seed))
     if "gif" in what:

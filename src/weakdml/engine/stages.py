@@ -1,0 +1,151 @@
+"""Stages of a run: a trained method, or a computation (e.g. pseudo-labelling) that reads the artifacts of earlier
+stages and writes its own. A stage works in its own directory and is resumable: a finished one has ``stage.json``
+(its artifacts and, for a trained stage, its best monitor value) and is skipped; a trained one resumes from its
+``last.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from weakdml.config import Config
+from weakdml.data.prepare import PreparedData
+from weakdml.data.types import all_images, view
+from weakdml.engine.checkpoint import load_checkpoint, write_text_atomic
+from weakdml.engine.environment import seed_everything
+from weakdml.engine.metrics_log import MetricsLog
+from weakdml.engine.monitor import Monitor
+from weakdml.engine.tasks import Task
+from weakdml.engine.trainer import Trainer
+from weakdml.errors import UserError
+from weakdml.methods.base import Method
+from weakdml.models.embedding import EmbeddingNet, channel_stats
+from weakdml.models.pretrained import load_pretrained
+
+log = logging.getLogger("weakdml")
+DONE = "stage.json"
+
+
+@dataclass
+class StageContext:
+    """What a stage works with: the data, the device, the task and monitor, the run's metrics log, and the
+    artifacts (files) written by the stages before it, by "<stage>/<name>"."""
+
+    data: PreparedData
+    device: torch.device
+    task: Task
+    monitor: Monitor
+    log: MetricsLog
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class StageResult:
+    artifacts: dict[str, Path]
+    best: float | None = None  # a trained stage's best monitor value
+
+
+class Stage(Protocol):
+    name: str
+    epochs: int  # 0 for a computation
+
+    def check(self, data: PreparedData) -> None: ...  # refuse data it cannot work on, before anything runs
+
+    def run(self, ctx: StageContext, directory: Path, first_epoch: int, ordinal: int) -> StageResult: ...
+
+
+def build_method(cfg: Config, method_class: type[Method], data: PreparedData, device: torch.device,
+                 **inputs: Any) -> Method:
+    """The method with a new network (from the run's seed, so that a stage's start does not depend on what ran
+    before it), input normalisation from the labelled images, and ``--pretrained`` weights if given."""
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    if cfg.model.l2_normalize is None:
+        cfg.model.l2_normalize = method_class.l2_normalize_by_default  # saved resolved in config.yaml
+    sample = data.train.labeled if len(data.train.labeled) else data.train.unlabeled
+    mean, std = channel_stats(all_images(view(sample, torch.arange(min(len(sample), 10_000)))))
+    model = EmbeddingNet(cfg.model, data.bundle.channels, data.bundle.image_size, mean, std)
+    _check_input_size(model, cfg.model.backbone, data.bundle.channels, data.bundle.image_size)
+    if cfg.model.pretrained:
+        log.info(load_pretrained(model.backbone, cfg.model.pretrained))
+    return method_class(model, data.train, cfg, **inputs).to(device)
+
+
+@torch.no_grad()
+def _check_input_size(model: EmbeddingNet, backbone: str, channels: int, size: int) -> None:
+    """Refuse images too small for the backbone's downsampling before anything is written."""
+    try:
+        model.eval()(torch.zeros(2, channels, size, size))
+    except RuntimeError as error:
+        if "size" not in str(error):
+            raise
+        raise UserError(f"{size}-px images are too small for {backbone}: raise --input-size"
+                        + (" (small-cnn needs 8)" if backbone == "small-cnn" else "")) from None
+    model.train()
+
+
+@dataclass
+class TrainStage:
+    """Train ``method_class`` with ``cfg`` for ``epochs``. ``init``: the artifact of weights it starts from (else new
+    weights); ``inputs``: keyword arguments of the method, each read from an artifact (a dict of tensors)."""
+
+    name: str
+    method_class: type[Method]
+    cfg: Config
+    epochs: int
+    init: str | None = None
+    inputs: dict[str, str] = field(default_factory=dict)
+
+    def check(self, data: PreparedData) -> None:
+        pass
+
+    def build(self, ctx: StageContext) -> Method:
+        loaded = {key: load_checkpoint(ctx.artifacts[artifact]) for key, artifact in self.inputs.items()}
+        return build_method(self.cfg, self.method_class, ctx.data, ctx.device, **loaded)
+
+    def run(self, ctx: StageContext, directory: Path, first_epoch: int, ordinal: int) -> StageResult:
+        method = self.build(ctx)
+        trainer = Trainer(self.cfg, method, ctx.task, ctx.monitor, ctx.data, directory, ctx.log, self.epochs,
+                          first_epoch, ordinal)
+        if (directory / "last.pt").is_file():
+            trainer.resume()
+            if trainer.start_epoch < trainer.end_epoch:
+                log.info(f"stage {self.name}: resumed at epoch {trainer.start_epoch + 1}")
+        else:
+            trainer.start()
+            if self.init:
+                method.start_from(load_checkpoint(ctx.artifacts[self.init], map_location=ctx.device)["method"])
+        trainer.fit()
+        return StageResult({"weights": directory / "best.pt"}, trainer.best)
+
+
+def read_done(directory: Path) -> StageResult | None:
+    """The result of a finished stage (None while unfinished)."""
+    path = directory / DONE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        return StageResult({k: directory / v for k, v in raw["artifacts"].items()}, raw.get("best"))
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path} is damaged; delete it to run that stage again") from None
+
+
+def write_done(directory: Path, result: StageResult, epochs: int) -> None:
+    raw = {"artifacts": {k: str(p.relative_to(directory)) for k, p in result.artifacts.items()}, "best": result.best,
+           "epochs": epochs}
+    write_text_atomic(directory / DONE, json.dumps(raw, indent=2))
+
+
+def done_epochs(directory: Path) -> int | None:
+    """The epochs a finished stage was run for (None while unfinished)."""
+    path = directory / DONE
+    try:
+        return int(json.loads(path.read_text())["epochs"]) if path.is_file() else None
+    except (ValueError, KeyError, TypeError):
+        return None
