@@ -6,7 +6,6 @@ A run directory holds ``config.yaml`` (resolved), ``split.json``, ``metrics.csv`
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -15,10 +14,12 @@ from typing import Any
 
 import torch
 
-from weakdml.config import DATA_LOCATION, Config, build_config
+from weakdml.atomic import write_json_atomic
+from weakdml.config import DATA_LOCATION, Config, build_config, same_setting
 from weakdml.data.prepare import PreparedData, prepare_data
-from weakdml.engine.checkpoint import load_checkpoint
+from weakdml.engine.checkpoint import load_checkpoint, load_weights
 from weakdml.engine.environment import resolve_device, seed_everything
+from weakdml.engine.run_folder import locked_run_folder, refuse_foreign
 from weakdml.engine.trainer import Trainer, evaluate_accuracy
 from weakdml.errors import UserError
 from weakdml.evaluation.report import evaluate_embeddings
@@ -49,21 +50,22 @@ def build_method(cfg: Config, data: PreparedData, device: torch.device) -> Metho
         cfg.model.l2_normalize = method_class.l2_normalize_by_default  # saved resolved in config.yaml
     mean, std = channel_stats(data.train.labeled.images)
     model = EmbeddingNet(cfg.model, data.bundle.channels, data.bundle.image_size, mean, std)
-    _check_input_size(model, cfg.model.backbone, data.bundle.channels, data.bundle.image_size)
+    _check_input_size(model, cfg.model.backbone, data.train.labeled.images.shape[1:])
     if cfg.model.pretrained:
         log.info(load_pretrained(model.backbone, cfg.model.pretrained))
     return method_class(model, data.train, cfg).to(device)
 
 
 @torch.no_grad()
-def _check_input_size(model: EmbeddingNet, backbone: str, channels: int, size: int) -> None:
-    """Refuse images too small for the backbone's downsampling before anything is written."""
+def _check_input_size(model: EmbeddingNet, backbone: str, shape: torch.Size) -> None:
+    """Refuse images (C, H, W) too small for the backbone's downsampling before anything is written."""
     try:
-        model.eval()(torch.zeros(2, channels, size, size))
+        model.eval()(torch.zeros(2, *shape))
     except RuntimeError as error:
         if "size" not in str(error):
             raise
-        raise UserError(f"{size}-px images are too small for {backbone}: raise --input-size"
+        raise UserError(f"images of {shape[1]} x {shape[2]} px (height x width) are too small for {backbone}: raise "
+                        f"--input-size"
                         + (" (small-cnn needs 8)" if backbone == "small-cnn" else "")) from None
 
 
@@ -73,17 +75,22 @@ def _attach_log_file(run_dir: Path) -> None:
         if isinstance(handler, logging.FileHandler):
             log.removeHandler(handler)
             handler.close()
-    handler = logging.FileHandler(run_dir / "train.log")
+    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8", errors="backslashreplace")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
 
 
-def train(cfg: Config) -> RunSummary:
-    """Train a new run as configured and evaluate its best-on-validation model on the test set."""
+def train(cfg: Config, force: bool = False) -> RunSummary:
+    """Train a new run as configured and evaluate its best-on-validation model on the test set. ``force``: the run
+    folder may hold files that are not a run's."""
     run_dir = Path(cfg.train.out) if cfg.train.out else default_run_dir(cfg)
-    if (run_dir / "last.pt").exists():
-        raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
-    return _fit(cfg, run_dir, resume=False)
+    if not force:
+        refuse_foreign(run_dir)
+    with locked_run_folder(run_dir):
+        if (run_dir / "last.pt").exists():
+            raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another "
+                            f"--out")
+        return _fit(cfg, run_dir, resume=False)
 
 
 def resume(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunSummary:
@@ -99,14 +106,15 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunSummary
                                                                                              "teacher-student"):
         raise UserError(f"--nst-rounds adds teacher -> student rounds to an mbdml4 teacher-student run; {run_dir} "
                         f"is a {cfg.train.method} run" + (" (online variant)" if cfg.train.method == "mbdml4" else ""))
-    return _fit(cfg, run_dir, resume=True)
+    with locked_run_folder(run_dir):
+        return _fit(cfg, run_dir, resume=True)
 
 
 def _changed_settings(saved: Config, given: Config, allowed: tuple[str, ...] | set[str]) -> list[str]:
     """Names of the settings outside ``allowed`` whose values differ between two configs."""
     stored = {name: value for section in saved.to_dict().values() for name, value in section.items()}
     return sorted(name for section in given.to_dict().values() for name, value in section.items()
-                  if value != stored[name] and name not in allowed)
+                  if not same_setting(value, stored[name]) and name not in allowed)
 
 
 def train_student(teacher_dir: Path, overrides: dict[str, Any]) -> RunSummary:
@@ -130,7 +138,9 @@ def train_student(teacher_dir: Path, overrides: dict[str, Any]) -> RunSummary:
     if (run_dir / "last.pt").exists() or run_dir.resolve() == teacher_dir.resolve():
         raise UserError(f"{run_dir} already holds a run; choose another --out for the student")
     cfg.train.out = str(run_dir)
-    return _fit(cfg, run_dir, resume=False, teacher_dir=teacher_dir)
+    refuse_foreign(run_dir)
+    with locked_run_folder(run_dir):
+        return _fit(cfg, run_dir, resume=False, teacher_dir=teacher_dir)
 
 
 def _fit(cfg: Config, run_dir: Path, resume: bool, teacher_dir: Path | None = None) -> RunSummary:
@@ -156,6 +166,7 @@ def _fit(cfg: Config, run_dir: Path, resume: bool, teacher_dir: Path | None = No
         trainer.start_from_teacher(teacher_dir)
         log.info(f"student of {teacher_dir}'s teacher, from epoch {trainer.start_epoch + 1}, in {run_dir}")
     else:
+        trainer.log.truncate_after(-1)  # rows of an earlier attempt that failed in its first epoch
         if len(data.val) == 0:
             log.warning(f"no validation images ({len(data.train.labeled)} labelled; --val-fraction "
                         f"{cfg.data.val_fraction}): the model kept is the last epoch's; label more images or raise "
@@ -168,7 +179,7 @@ def _fit(cfg: Config, run_dir: Path, resume: bool, teacher_dir: Path | None = No
     trainer.fit()
     metrics = final_metrics(method, data, run_dir)
     metrics["train_seconds"] = sum(row["seconds"] for row in trainer.log.rows())  # over every session of the run
-    (run_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json_atomic(run_dir / "final_metrics.json", metrics)
     log.info(f"test accuracy {metrics['test_accuracy']:.4f} (best validation epoch {metrics['best_epoch'] + 1})")
     return RunSummary(run_dir, metrics)
 
@@ -177,7 +188,7 @@ def final_metrics(method: Method, data: PreparedData, run_dir: Path) -> dict[str
     """Test metrics of the best-on-validation model: the method's accuracy, then embedding metrics of the test set
     against the labelled training images (kNN accuracy, Recall@K, MAP@R, clustering)."""
     best = load_checkpoint(run_dir / "best.pt", map_location=method.device)
-    method.load_state_dict(best["method"])
+    load_weights(method, best["method"], run_dir / "best.pt")
     val, test = evaluate_accuracy(method, data.val, data.test)
     test_emb = method.embed_all(data.test.images).cpu()
     ref_emb = method.embed_all(data.train.labeled.images).cpu()

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from weakdml.config import Config
 from weakdml.data.types import ImageSet
-from weakdml.engine.checkpoint import load_checkpoint, save_atomic
+from weakdml.engine.checkpoint import load_checkpoint, load_weights, save_atomic
 from weakdml.engine.environment import rng_state, set_rng_state
 from weakdml.engine.metrics_log import MetricsLog
 from weakdml.engine.optim import build_optimizer, build_scheduler
@@ -114,7 +114,7 @@ class Trainer:
         self._check_stages(saved_stages, trained=state["epoch"] + 1)
         if len(saved_stages) == 2 and self.multi_stage and not (self.run_dir / "best-stage0.pt").is_file():
             save_atomic(load_checkpoint(self.run_dir / "best.pt"), self.run_dir / "best-stage0.pt")  # had one stage
-        self.method.load_state_dict(state["method"])
+        load_weights(self.method, state["method"], self.run_dir / "last.pt")
         self._new_optimizer(self.stage_of(state["epoch"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -161,8 +161,8 @@ class Trainer:
         self.start_epoch = teacher_epochs
 
     def _begin_stage(self, stage: int) -> None:
-        teacher = load_checkpoint(self.run_dir / f"best-stage{stage - 1}.pt", map_location=self.method.device)
-        self.method.load_state_dict(teacher["method"])
+        path = self.run_dir / f"best-stage{stage - 1}.pt"
+        load_weights(self.method, load_checkpoint(path, map_location=self.method.device)["method"], path)
         self.method.begin_stage(stage)
         self._new_optimizer(stage)
         self.stage_best = -math.inf

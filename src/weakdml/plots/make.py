@@ -51,7 +51,7 @@ def make_plots(directories: Iterable[Path], out: Path | None = None, what: Itera
 
 def run_figures(run: RunInfo, out: Path, what: set[str], device: str = "cpu") -> list[Path]:
     """The t-SNE (PNG), its animation over epochs (GIF) and the four feature spaces (PNG) of one run."""
-    from weakdml.engine.checkpoint import load_checkpoint
+    from weakdml.engine.checkpoint import load_checkpoint, load_weights
     from weakdml.engine.run import load_run
     from weakdml.plots.feature_spaces import feature_space_figure
     from weakdml.plots.tsne import animate_tsne, plot_tsne
@@ -61,7 +61,8 @@ def run_figures(run: RunInfo, out: Path, what: set[str], device: str = "cpu") ->
     data = method = None
     if what & {"tsne", "spaces"} or (run.path / "best.pt").is_file():  # the GIF only needs it for class names
         _, data, method = load_run(run.path, device)
-        method.load_state_dict(load_checkpoint(run.path / "best.pt", map_location=method.device)["method"])
+        best = run.path / "best.pt"
+        load_weights(method, load_checkpoint(best, map_location=method.device)["method"], best)
     class_names = data.bundle.classes if data is not None else None
     if "tsne" in what and method is not None and data is not None:
         embeddings = method.embed_all(data.test.images).cpu().numpy()
