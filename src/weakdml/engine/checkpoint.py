@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,13 @@ from weakdml.errors import UserError
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """Write ``state`` so that ``path`` is always either the old or the new complete file, never a torn one."""
+    """Write ``state`` so that ``path`` is always either the old or the new complete file, never a torn one.
+    Serialised in memory first: torch's writer turns an error of the file (a full disk) into an unclear
+    RuntimeError, a plain write keeps the OSError."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_writer(path, "wb") as handle:
-        torch.save(state, handle)
+        handle.write(buffer.getbuffer())
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

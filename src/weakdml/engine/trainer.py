@@ -223,8 +223,7 @@ class Trainer:
                 losses = method.training_step(batch)
             loss = losses["loss"]
             if not torch.isfinite(loss):
-                raise UserError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training "
-                                f"stopped and the last good checkpoint is kept in {self.run_dir} (try a lower --lr)")
+                raise self._non_finite(loss.item(), epoch, step)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -235,3 +234,12 @@ class Trainer:
                 totals[key] = totals.get(key, 0.0) + float(value.detach()) * n
             bar.set_postfix(loss=f"{loss.item():.4f}")
         return {key: value / max(seen, 1) for key, value in totals.items()}
+
+    def _non_finite(self, loss: float, epoch: int, step: int) -> UserError:
+        """What a non-finite loss stopped, what was kept, and the settings that plausibly caused it."""
+        last = self.run_dir / "last.pt"
+        kept = f"its checkpoint after epoch {epoch} is kept in {last}" if last.is_file() else \
+            "no checkpoint had been written yet"
+        flags = " or ".join(("a lower --lr", *(f"another {flag}" for flag in self.method.loss_settings)))
+        return UserError(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; training stopped and {kept}; "
+                         f"start a new run with {flags}")

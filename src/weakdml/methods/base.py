@@ -35,6 +35,7 @@ class Method(nn.Module):
     """Base class: shuffled batches of the labelled part, weak augmentation, prediction by ``classify``."""
 
     l2_normalize_by_default = True  # embeddings on the unit sphere unless --(no-)l2-normalize says otherwise
+    loss_settings: tuple[str, ...] = ()  # flags besides --lr that set the loss's scale (named if it becomes NaN)
 
     def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
         super().__init__()

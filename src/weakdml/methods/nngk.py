@@ -15,6 +15,8 @@ class NNGK(Method):
     """Support bank of all labelled training images, refreshed every ``update_interval`` epochs (0, 5, 10, …; a
     noisy student's from its first epoch on)."""
 
+    loss_settings = ("--sigma",)  # the kernel's width: exp(-d / sigma) of a small sigma under- or overflows
+
     def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
         super().__init__(model, data, cfg)
         n = cfg.nngk
