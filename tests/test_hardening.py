@@ -113,9 +113,10 @@ def holder(folder: Path):
     """Another process that holds ``folder``'s lock until the block ends (then it is killed: a stale lock)."""
     code = textwrap.dedent(f"""
         import sys, time
+        from pathlib import Path
         sys.path.insert(0, {SRC!r})
         from weakdml.engine.run_folder import locked_run_folder
-        with locked_run_folder(__import__("pathlib").Path({str(folder)!r})):
+        with locked_run_folder(Path({str(folder)!r})):
             print("holding", flush=True)
             time.sleep(120)
     """)

@@ -66,7 +66,8 @@ def _check_same_settings(directory: Path, wanted: Config) -> None:
     """A run already in the study must have been trained with this study's settings, or the table would mix them."""
     saved, now = _flat(build_config(directory / "config.yaml")), _flat(wanted)
     # a setting left unset (None) now was resolved by the method when the run was made (e.g. l2_normalize)
-    differ = [f"{k}={saved[k]!r} (now {now[k]!r})" for k in now if now[k] is not None and not same_setting(saved.get(k), now[k])]
+    differ = [f"{k}={saved[k]!r} (now {now[k]!r})" for k in now
+              if now[k] is not None and not same_setting(saved.get(k), now[k])]
     if differ:
         raise UserError(f"{directory} was trained with other settings: {', '.join(differ)}; "
                         "use the same settings or another --out")
