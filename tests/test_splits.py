@@ -52,15 +52,16 @@ def test_labels_per_class_and_full_supervision():
 
 def test_save_load_and_mismatch(tmp_path):
     labels = pool()
-    split = make_split("x", labels, seed=0)
+    images = torch.arange(len(labels) * 4, dtype=torch.uint8).view(-1, 1, 2, 2)
+    split = make_split("x", labels, seed=0, images=images)
     split.save(tmp_path / "s.json")
     loaded = Split.load(tmp_path / "s.json")
     assert loaded == split
-    loaded.check_matches("x", labels)
+    loaded.check_matches("x", labels, images)
     with pytest.raises(UserError, match="does not match"):
-        loaded.check_matches("y", labels)
+        loaded.check_matches("y", labels, images)
     with pytest.raises(UserError, match="does not match"):
-        loaded.check_matches("x", labels[:-1])
+        loaded.check_matches("x", labels[:-1], images[:-1])
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(UserError, match="not a weakdml split"):
         Split.load(tmp_path / "bad.json")

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted run, or give a finished mbdml4 run more --nst-rounds")
     p.add_argument("--from-teacher", default=None, metavar="RUN_DIR",
                    help="mbdml4: a new student run on RUN_DIR's finished teacher (only --nst-* settings may differ)")
+    p.add_argument("--force", action="store_true",
+                   help="write the run into an --out folder that holds other files (not a weakdml run's)")
     _add_config_flags(p, tuple(SECTIONS))
 
     p = sub.add_parser("evaluate", help="recompute the test metrics of a run from its best model")
@@ -150,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     elif args.from_teacher:
         summary = run.train_student(Path(args.from_teacher), _overrides(args))
     else:
-        summary = run.train(build_config(args.config, _overrides(args)))
+        summary = run.train(build_config(args.config, _overrides(args)), force=args.force)
     primary = summary.metrics["primary_metric"]
     print(f"{primary.replace('_', ' ')}: {summary.metrics.get(primary, float('nan')):.4f}")
     print(f"run directory: {summary.run_dir}")
@@ -176,9 +178,16 @@ def cmd_evaluate_embeddings(args: argparse.Namespace) -> None:
         if path is None:
             return None
         try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise UserError(f"cannot read {path} as a .npy array: {error}") from None
+            with open(path, "rb") as handle:
+                if handle.read(6) != b"\x93NUMPY":
+                    raise UserError(f"{path} is not a .npy file (it lacks the NumPy header); write the array with "
+                                    f"numpy.save")
+                handle.seek(0)
+                return np.load(handle, allow_pickle=False)
+        except OSError as error:
+            raise UserError(f"cannot read {path}: {error.strerror}") from None
+        except ValueError as error:  # e.g. an array of Python objects, which only a pickle can hold
+            raise UserError(f"cannot read {path} as a .npy array of numbers: {error}") from None
 
     if (args.ref_embeddings is None) != (args.ref_labels is None):
         raise UserError("give both --ref-embeddings and --ref-labels, or neither")
@@ -235,8 +244,17 @@ class _StderrHandler(logging.StreamHandler):
 
 
 # Errors of the user's paths and machine (a file where a folder is needed, no permission, a full or read-only
-# disk): one line. Any other OSError is a programming error and keeps its traceback.
-USER_OS_ERRORS = {errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS}
+# disk): one line with what to do. Any other OSError is a programming error and keeps its traceback.
+USER_OS_ERRORS = {
+    errno.EEXIST: "a file is in the way: remove it or choose another path",
+    errno.ENOTDIR: "a file stands where a folder is needed: remove it or choose another path",
+    errno.EISDIR: "a folder stands where a file is needed: give a file's path",
+    errno.EACCES: "check the permissions of that path, or choose another",
+    errno.EPERM: "check the permissions of that path, or choose another",
+    errno.ENOSPC: "free disk space or choose a folder on another disk; an interrupted run keeps its last checkpoint "
+                  "and continues with `weakdml train --resume RUN_DIR`",
+    errno.EROFS: "choose a folder on a writable disk",
+}
 
 COMMANDS = {"datasets": cmd_datasets, "split": cmd_split, "train": cmd_train, "evaluate": cmd_evaluate,
             "evaluate-embeddings": cmd_evaluate_embeddings, "compare": cmd_compare,
@@ -261,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         if error.errno not in USER_OS_ERRORS:
             raise
-        print(f"weakdml: error: {error}", file=sys.stderr)
+        where = f": {error.filename}" if error.filename else ""
+        print(f"weakdml: error: {error.strerror}{where}; {USER_OS_ERRORS[error.errno]}", file=sys.stderr)
         return 2
     return 0
 

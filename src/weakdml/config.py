@@ -8,6 +8,7 @@ unique across sections so flags stay flat. The resolved config is saved as ``con
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from weakdml.atomic import write_text_atomic
 from weakdml.errors import UserError
 
 BACKBONES = ("small-cnn", "resnet18", "resnet50", "googlenet")
@@ -201,7 +203,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: Path) -> None:
-        path.write_text(self.dump())
+        write_text_atomic(path, self.dump())
 
 
 
@@ -243,30 +245,47 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
             item = typing.get_args(base)[0]
             if isinstance(value, str):
                 value = [v for v in value.replace(",", " ").split() if v]
-            return [x for v in value for x in _expand_range(v, item)]
-        if base is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if base is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
-        return base(value)
+            return [x for v in value for x in _expand_range(v, item, name)]
+        return _scalar(name, value, base)
     except (TypeError, ValueError):
         expected = f"a list of {typing.get_args(base)[0].__name__}" if origin is list else base.__name__
         raise UserError(f"setting '{name}' expects {expected}, got {value!r}") from None
 
 
-def _expand_range(value: Any, item: type) -> list[Any]:
-    """'3-5' -> [3, 4, 5] for integer lists; any other value -> [item(value)]."""
+def _expand_range(value: Any, item: type, name: str) -> list[Any]:
+    """'3-5' -> [3, 4, 5] for integer lists; any other value -> [the value as ``item``]."""
     if item is int and isinstance(value, str) and value.count("-") == 1 and not value.startswith("-"):
         first, last = value.split("-")
         return list(range(int(first), int(last) + 1))
-    return [item(value)]
+    return [_scalar(name, value, item)]
+
+
+def _scalar(name: str, value: Any, base: type) -> Any:
+    """One value as ``base`` (bool, int, float or str); ValueError if it is not one. A YAML boolean is no number
+    (``epochs: true`` is not 1 epoch), a float must be finite, a text must be UTF-8 (config.yaml is)."""
+    if base in (int, float) and isinstance(value, bool):
+        raise ValueError(value)
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(value)
+    if base is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    converted = base(value)
+    if base is float and not math.isfinite(converted):
+        raise UserError(f"setting '{name}' must be a finite number, got {value!r}")
+    if base is str:
+        try:
+            converted.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"setting '{name}' is not valid UTF-8 text ({converted!r}); rename the file or "
+                            f"folder") from None
+    return converted
 
 
 def build_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -322,6 +341,12 @@ def config_from_flat(values: dict[str, Any]) -> Config:
     return config
 
 
+def same_setting(a: Any, b: Any) -> bool:
+    """Equality of two setting values in which NaN equals NaN (a saved NaN is not a change)."""
+    both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    return both_nan or a == b
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)
@@ -350,6 +375,8 @@ def validate(config: Config) -> None:
     _check(o.lr > 0, f"--lr must be positive, got {o.lr}")
     _check(o.momentum >= 0, f"--momentum must be non-negative, got {o.momentum}")
     _check(o.weight_decay >= 0, f"--weight-decay must be non-negative, got {o.weight_decay}")
+    _check(o.gamma > 0, f"--gamma must be positive (it multiplies the learning rate), got {o.gamma}")
+    _check(all(m >= 0 for m in o.milestones), f"--milestones must be epochs (non-negative), got {o.milestones}")
     _check(t.epochs >= 1, f"--epochs must be at least 1, got {t.epochs}")
     _check(t.batch_size >= 2, f"--batch-size must be at least 2, got {t.batch_size}")
     _check(t.eval_batch_size >= 1, f"--eval-batch-size must be at least 1, got {t.eval_batch_size}")

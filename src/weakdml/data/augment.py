@@ -17,12 +17,12 @@ AUGMENTATIONS = ("none", "weak", "strong")
 
 
 def random_crop_flip(images: torch.Tensor, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random translation by up to 1/8 of the side (reflect-padded) and optional horizontal flip, per image."""
+    """Random translation by up to 1/8 of each side (reflect-padded) and optional horizontal flip, per image."""
     b, _, h, w = images.shape
-    pad = max(1, h // 8)
-    padded = F.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(images.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(images.device)
+    pad_h, pad_w = max(1, h // 8), max(1, w // 8)
+    padded = F.pad(images.float(), (pad_w, pad_w, pad_h, pad_h), mode="reflect")
+    dy = torch.randint(0, 2 * pad_h + 1, (b,), generator=generator).to(images.device)
+    dx = torch.randint(0, 2 * pad_w + 1, (b,), generator=generator).to(images.device)
     rows = (dy[:, None] + torch.arange(h, device=images.device))[:, :, None]  # (B, H, 1)
     cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, :]  # (B, 1, W)
     if flip:

@@ -15,6 +15,7 @@ import torch
 from weakdml.config import DataConfig
 from weakdml.data.holdout import fixed_holdout
 from weakdml.data.images import DEFAULT_SIZE, read_images
+from weakdml.data.memory import check_image_memory
 from weakdml.data.status import DatasetStatus, data_root, not_found
 from weakdml.data.types import DataBundle, ImageSet
 from weakdml.errors import UserError
@@ -96,7 +97,9 @@ def load(cfg: DataConfig) -> DataBundle:
     if folder is None:
         raise not_found("flowers17", [str(c) for c in _candidates(cfg)], _how_to_get(cfg))
     labels = torch.arange(COUNT) // PER_CLASS  # image_0001..0080 -> 0, 0081..0160 -> 1, ...
-    everything = ImageSet(read_images(_paths(folder), size=cfg.input_size or DEFAULT_SIZE, channels=3), labels)
+    size = cfg.input_size or DEFAULT_SIZE
+    check_image_memory(COUNT, 3, size, size)
+    everything = ImageSet(read_images(_paths(folder), size=size, channels=3), labels)
     train, test = _split(folder, data_root(cfg), labels)
     return DataBundle("flowers17", everything.subset(train), everything.subset(test), list(CLASSES))
 

@@ -14,6 +14,7 @@ import torch
 
 from weakdml.config import DataConfig
 from weakdml.data.images import extensions, list_images, read_images
+from weakdml.data.memory import check_image_memory
 from weakdml.data.status import DatasetStatus
 from weakdml.data.types import DataBundle, ImageSet
 from weakdml.errors import UserError
@@ -84,6 +85,8 @@ def load(cfg: DataConfig) -> DataBundle:
         for name, files in sorted(part.items()):
             paths += files
             labels += [names.index(name)] * len(files)
+    if cfg.input_size:
+        check_image_memory(len(paths), 3, cfg.input_size, cfg.input_size)  # 3: at most, before reading says
     images = read_images(paths, size=cfg.input_size)
     labels_t = torch.tensor(labels)
     n_train = sum(len(files) for files in train.values())

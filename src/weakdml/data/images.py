@@ -11,13 +11,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 from weakdml.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DEFAULT_SIZE = 64  # side used when images differ in size and no --input-size is given
-_GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+_GREY_MODES = {"1", "L", "LA", "La"}
+_HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # 16- and 32-bit integer, 32-bit float (all grey)
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+BACKGROUND = (255, 255, 255)  # what transparent pixels show: white, as image viewers and web pages show them
 
 
 def extensions(im_ext: str | None) -> tuple[str, ...]:
@@ -39,21 +42,51 @@ def list_images(folder: Path, suffixes: Sequence[str] = IMAGE_EXTENSIONS) -> lis
 
 
 def _open(path: Path) -> Image.Image:
-    """Decode one file as "L" (grey) or "RGB"; an unreadable file is a UserError that names it."""
+    """Decode one file as "L" (grey) or "RGB", upright (its EXIF orientation applied), with transparent pixels over
+    BACKGROUND and 16-bit, 32-bit and float images scaled to 8 bits by their own range (see ``_to_8_bit``); an
+    unreadable file is a UserError that names it."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in _GREY_MODES:
+        with Image.open(path) as source:
+            source.load()
+            image = _upright(source)
+            mode = image.mode
+            if mode in _HIGH_DEPTH_MODES:
+                return _to_8_bit(image)
+            if mode in _ALPHA_MODES or "transparency" in image.info:
+                image = Image.alpha_composite(Image.new("RGBA", image.size, BACKGROUND), image.convert("RGBA"))
+            if mode in _GREY_MODES:
                 return image.convert("L")
             rgb = image.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         reason = " ".join(str(error).split())
         raise UserError(f"cannot read image {path} ({reason}); remove or replace that file") from None
-    if image.mode in ("P", "PA"):  # palette images (GIF, PNG-8) are often grey
+    if mode in ("P", "PA"):  # palette images (GIF, PNG-8) are often grey
         array = np.asarray(rgb)
         if (array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all():
             return rgb.convert("L")
     return rgb
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image as it is meant to be seen: cameras store a turned photo unturned, with an EXIF orientation tag."""
+    if image.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float grey image as "L", its lowest value 0 and its highest 255 (linearly between).
+
+    The image's own range, not its type's: 16-bit files often use 10 or 12 bits, float ones any scale, and PIL's
+    own conversion clips them (all 255, or all 0). The cost: images are each stretched to full contrast. A constant
+    image becomes 0; non-finite float pixels count as the lowest value."""
+    values = np.asarray(image, dtype=np.float64)  # (H, W)
+    finite = np.isfinite(values)
+    low, high = (values[finite].min(), values[finite].max()) if finite.any() else (0.0, 0.0)
+    scaled = np.zeros_like(values)
+    if high > low:
+        scaled = (np.where(finite, values, low) - low) * (255 / (high - low))
+    return Image.fromarray(np.round(scaled).astype(np.uint8))  # (H, W) uint8: mode "L"
 
 
 def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -34,11 +34,11 @@ def split_for(cfg: Config, bundle: DataBundle, split_file: Path | None = None) -
     path = split_file or (Path(cfg.data.split) if cfg.data.split else None)
     if path is not None:
         split = Split.load(path)
-        split.check_matches(bundle.name, bundle.train.labels)
+        split.check_matches(bundle.name, bundle.train.labels, bundle.train.images)
         return split
     d = cfg.data
     return make_split(bundle.name, bundle.train.labels, cfg.train.seed, d.labeled_fraction, d.labels_per_class,
-                      d.val_fraction, d.val_classes)
+                      d.val_fraction, d.val_classes, images=bundle.train.images)
 
 
 def class_disjoint(bundle: DataBundle, train_classes: list[int]) -> DataBundle:

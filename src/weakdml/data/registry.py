@@ -15,6 +15,7 @@ import torch
 from weakdml.config import DataConfig
 from weakdml.data import cifar, digits, flowers17, folder, idx_sets, stl10
 from weakdml.data.images import list_images, read_images, resize_images
+from weakdml.data.memory import check_image_memory
 from weakdml.data.status import DatasetStatus
 from weakdml.data.types import DataBundle, ImageSet
 from weakdml.errors import UserError
@@ -44,6 +45,8 @@ def load_dataset(cfg: DataConfig) -> DataBundle:
     bundle = _DATASETS[cfg.dataset][0](cfg)
     size = cfg.input_size or DEFAULT_INPUT_SIZE.get(cfg.dataset)
     if size is not None:
+        parts = [part for part in (bundle.train, bundle.test, bundle.unlabeled) if part is not None]
+        check_image_memory(sum(len(part) for part in parts), bundle.channels, size, size)
         for part in (bundle.train, bundle.test, bundle.unlabeled):
             if part is not None and part.images.shape[-2:] != (size, size):
                 part.images = resize_images(part.images, size)
@@ -68,6 +71,7 @@ def _unlabeled_images(directory: Path, like: ImageSet) -> ImageSet:
             "webp); check --unlabeled-dir"
         )
     _, channels, height, width = like.images.shape
+    check_image_memory(len(paths), channels, height, width)
     images = read_images(paths, size=(height, width), channels=channels)
     return ImageSet(images, torch.full((len(images),), -1, dtype=torch.long))
 

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from weakdml.config import Config, build_config, settings_with_role
+from weakdml.config import Config, build_config, same_setting, settings_with_role
 from weakdml.engine import run
 from weakdml.errors import UserError
 from weakdml.engine.pipeline import method_names, sections_of
@@ -70,7 +70,8 @@ def _check_same_settings(directory: Path, wanted: Config) -> None:
     """A run already in the study must have been trained with this study's settings, or the table would mix them."""
     saved, now = _flat(build_config(directory / "config.yaml")), _flat(wanted)
     # a setting left unset (None) now was resolved by the method when the run was made (e.g. l2_normalize)
-    differ = [f"{k}={saved[k]!r} (now {now[k]!r})" for k in now if now[k] is not None and saved.get(k) != now[k]]
+    differ = [f"{k}={saved[k]!r} (now {now[k]!r})" for k in now
+              if now[k] is not None and not same_setting(saved.get(k), now[k])]
     if differ:
         raise UserError(f"{directory} was trained with other settings: {', '.join(differ)}; "
                         "use the same settings or another --out")
@@ -86,7 +87,7 @@ def run_study(out: Path, methods: list[str], seeds: list[int], config: str | Pat
     resumable = {k: v for k, v in overrides.items() if k in FREE_SETTINGS}
     for i, ((method, seed, directory), cfg) in enumerate(zip(plan, configs), start=1):
         step = f"[{i}/{len(plan)}] {method} seed {seed}"
-        if (directory / "final_metrics.json").is_file():
+        if read_result(directory, seed) is not None:
             _check_same_settings(directory, cfg)
             log.info(f"{step}: finished, skipped")
         elif run.holds_run(directory):
@@ -99,13 +100,20 @@ def run_study(out: Path, methods: list[str], seeds: list[int], config: str | Pat
 
 
 def read_result(directory: Path, seed: int) -> SeedResult | None:
-    """A finished run's result (None while unfinished)."""
+    """A finished run's result (None while unfinished, or when its final metrics are damaged: then resuming the run
+    evaluates it again)."""
     final = directory / "final_metrics.json"
     if not final.is_file():
         return None
-    metrics = json.loads(final.read_text())
-    return SeedResult(seed, 100 * metrics[metrics.get("primary_metric", "test_accuracy")],
-                      100 * metrics.get("test_knn_accuracy", math.nan), float(metrics.get("train_seconds", math.nan)))
+    try:
+        metrics = json.loads(final.read_text(encoding="utf-8"))
+        return SeedResult(seed, 100 * float(metrics[metrics.get("primary_metric", "test_accuracy")]),
+                          100 * float(metrics.get("test_knn_accuracy", math.nan)),
+                          float(metrics.get("train_seconds", math.nan)))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.warning(f"{final} is damaged: the run counts as unfinished (running the comparison again evaluates it "
+                    f"anew)")
+        return None
 
 
 def mixed_settings(out: Path, method: str, seeds: list[int]) -> list[str]:

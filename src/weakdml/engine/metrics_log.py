@@ -1,12 +1,39 @@
-"""Per-epoch metrics: a CSV and a JSON-lines file in the run directory (and TensorBoard when it is installed)."""
+"""Per-epoch metrics: a CSV and a JSON-lines file in the run directory (and TensorBoard when it is installed).
+
+A row is one appended line of ``metrics.jsonl``; a crash while appending can leave a torn last line, which readers
+skip and a resumed run cuts off. The CSV is rewritten atomically after every row.
+"""
 
 from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+from weakdml.atomic import write_text_atomic
+from weakdml.errors import UserError
+
+
+def read_rows(jsonl: Path) -> list[dict[str, Any]]:
+    """The complete rows of a JSON-lines file; a torn last line (an interrupted append) is left out."""
+    if not jsonl.is_file():
+        return []
+    lines = jsonl.read_text(encoding="utf-8", errors="replace").split("\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if number == len(lines):  # the last line, without its newline: torn
+                break
+            raise UserError(f"{jsonl} line {number} is damaged; delete that line (or restore the file)") from None
+    return rows
 
 
 class MetricsLog:
@@ -20,19 +47,20 @@ class MetricsLog:
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def rows(self) -> list[dict[str, Any]]:
-        if not self.jsonl.is_file():
-            return []
-        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+        return read_rows(self.jsonl)
 
     def truncate_after(self, epoch: int) -> None:
-        """Drop rows of epochs after ``epoch`` (written after the checkpoint a resumed run starts from)."""
+        """Keep only the complete rows up to ``epoch`` (a resumed run starts after its checkpoint's epoch; -1: none,
+        for a new run, so that a rerun after a failed first epoch does not append to its rows)."""
         kept = [row for row in self.rows() if row["epoch"] <= epoch]
-        self.jsonl.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        write_text_atomic(self.jsonl, "".join(json.dumps(row) + "\n" for row in kept))
         self._write_csv(kept)
 
     def append(self, row: dict[str, Any]) -> None:
-        with open(self.jsonl, "a") as handle:
+        with open(self.jsonl, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
         self._write_csv(self.rows())
         if self.writer is not None:
             for key, value in row.items():
@@ -42,7 +70,8 @@ class MetricsLog:
 
     def _write_csv(self, rows: list[dict[str, Any]]) -> None:
         keys = list(dict.fromkeys(key for row in rows for key in row))
-        with open(self.csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(rows)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(self.csv, text.getvalue())

@@ -9,7 +9,6 @@ itself alone.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -19,13 +18,15 @@ from typing import Any
 
 import torch
 
-from weakdml.config import Config, build_config, settings_with_role
+from weakdml.atomic import write_json_atomic, write_text_atomic
+from weakdml.config import Config, build_config, same_setting, settings_with_role
 from weakdml.data.prepare import PreparedData, prepare_data
-from weakdml.engine.checkpoint import load_checkpoint, write_text_atomic
+from weakdml.engine.checkpoint import load_checkpoint, load_weights
 from weakdml.engine.environment import resolve_device
 from weakdml.engine.metrics_log import MetricsLog
 from weakdml.engine.monitor import Monitor
 from weakdml.engine.pipeline import Pipeline, kept_stage, pipeline_for, run_pipeline
+from weakdml.engine.run_folder import locked_run_folder, refuse_foreign
 from weakdml.engine.stages import DONE, StageContext, TrainStage, read_done
 from weakdml.engine.tasks import TASKS, Task
 from weakdml.errors import UserError
@@ -68,12 +69,17 @@ def task_and_monitor(cfg: Config, pipeline: Pipeline, data: PreparedData) -> tup
     return task, Monitor.parse(choice)
 
 
-def train(cfg: Config) -> RunSummary:
-    """Train a new run as configured and evaluate its best model on the test set."""
+def train(cfg: Config, force: bool = False) -> RunSummary:
+    """Train a new run as configured and evaluate its best model on the test set. ``force``: the run folder may
+    hold files that are not a run's."""
     run_dir = Path(cfg.train.out) if cfg.train.out else default_run_dir(cfg)
-    if holds_run(run_dir):
-        raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
-    return _fit(cfg, run_dir, resume=False)
+    if not force:
+        refuse_foreign(run_dir)
+    with locked_run_folder(run_dir):
+        if holds_run(run_dir):
+            raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another "
+                            f"--out")
+        return _fit(cfg, run_dir, resume=False)
 
 
 def resume(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunSummary:
@@ -97,14 +103,15 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunSummary
             raise UserError("--epochs cannot change for a run of several stages (only --nst-rounds may grow)")
         if cfg.nst.nst_rounds < saved.nst.nst_rounds:
             raise UserError(f"this run has {saved.nst.nst_rounds} noisy-student rounds: --nst-rounds cannot be fewer")
-    return _fit(cfg, run_dir, resume=True)
+    with locked_run_folder(run_dir):
+        return _fit(cfg, run_dir, resume=True)
 
 
 def _changed_settings(saved: Config, given: Config, allowed: tuple[str, ...] | set[str]) -> list[str]:
     """Names of the settings outside ``allowed`` whose values differ between two configs."""
     stored = {name: value for section in saved.to_dict().values() for name, value in section.items()}
     return sorted(name for section in given.to_dict().values() for name, value in section.items()
-                  if value != stored[name] and name not in allowed)
+                  if not same_setting(value, stored[name]) and name not in allowed)
 
 
 def train_from_stages(source: Path, stages: int, overrides: dict[str, Any], allowed: set[str]) -> tuple[Config,
@@ -129,6 +136,7 @@ def train_from_stages(source: Path, stages: int, overrides: dict[str, Any], allo
     run_dir = Path(overrides["out"]) if overrides.get("out") else default_run_dir(cfg)
     if holds_run(run_dir) or run_dir.resolve() == source.resolve():
         raise UserError(f"{run_dir} already holds a run; choose another --out")
+    refuse_foreign(run_dir)
     cfg.train.out = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     for i in range(stages):
@@ -152,7 +160,8 @@ def train_student(teacher_dir: Path, overrides: dict[str, Any]) -> RunSummary:
                             f"--nst-variant teacher-student")
     student = set(build_config().to_dict()["nst"]) - {"nst_variant"}
     cfg, run_dir = train_from_stages(teacher_dir, 1, overrides, student)
-    return _fit(cfg, run_dir, resume=True)
+    with locked_run_folder(run_dir):
+        return _fit(cfg, run_dir, resume=True)
 
 
 def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
@@ -189,7 +198,7 @@ def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
     rows = ctx.log.rows()
     metrics["train_seconds"] = sum(row["seconds"] for row in rows)  # over every session of the run
     metrics["epochs"] = pipeline.total_epochs
-    write_text_atomic(finished, json.dumps(metrics, indent=2))
+    write_json_atomic(finished, metrics)
     log.info(f"{task.primary_metric} {metrics.get(task.primary_metric, float('nan')):.4f} (best epoch "
              f"{metrics['best_epoch'] + 1})")
     return RunSummary(run_dir, metrics)
@@ -198,18 +207,10 @@ def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
 def final_metrics(method: Method, data: PreparedData, run_dir: Path, task: Task) -> dict[str, Any]:
     """The task's test metrics of the run's kept model (``best.pt``)."""
     best = load_checkpoint(run_dir / "best.pt", map_location=method.device)
-    _load_weights(method, best["method"], run_dir / "best.pt")
+    load_weights(method, best["method"], run_dir / "best.pt")
     metrics = task.final_metrics(method, data)
     return {"task": task.name, "primary_metric": task.primary_metric, **metrics, "best_epoch": int(best["epoch"])}
 
-
-def _load_weights(method: Method, state: dict[str, Any], path: Path) -> None:
-    try:
-        method.load_state_dict(state)
-    except RuntimeError as error:
-        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
-        raise UserError(f"{path} holds a model of another architecture or method than this run's settings build "
-                        f"({first}); check the run's config.yaml") from None
 
 
 def _attach_log_file(run_dir: Path) -> None:
@@ -218,7 +219,7 @@ def _attach_log_file(run_dir: Path) -> None:
         if isinstance(handler, logging.FileHandler):
             log.removeHandler(handler)
             handler.close()
-    handler = logging.FileHandler(run_dir / "train.log")
+    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8", errors="backslashreplace")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
 
@@ -240,8 +241,8 @@ def load_run(run_dir: Path, device: str = "auto", data_root: str | None = None) 
     method = stage.build(StageContext(data, resolve_device(cfg.train.device), task, monitor, MetricsLog(run_dir,
                                                                                                        tensorboard=False),
                                       _artifacts(pipeline, run_dir)))
-    _load_weights(method, load_checkpoint(run_dir / "best.pt", map_location=method.device)["method"],
-                  run_dir / "best.pt")
+    load_weights(method, load_checkpoint(run_dir / "best.pt", map_location=method.device)["method"],
+                 run_dir / "best.pt")
     return cfg, data, method, task
 
 

@@ -17,7 +17,8 @@ import torch
 from weakdml.config import Config
 from weakdml.data.prepare import PreparedData
 from weakdml.data.types import all_images, view
-from weakdml.engine.checkpoint import load_checkpoint, write_text_atomic
+from weakdml.atomic import write_text_atomic
+from weakdml.engine.checkpoint import load_checkpoint
 from weakdml.engine.environment import seed_everything
 from weakdml.engine.metrics_log import MetricsLog
 from weakdml.engine.monitor import Monitor
@@ -70,22 +71,22 @@ def build_method(cfg: Config, method_class: type[Method], data: PreparedData, de
     sample = data.train.labeled if len(data.train.labeled) else data.train.unlabeled
     mean, std = channel_stats(all_images(view(sample, torch.arange(min(len(sample), 10_000)))))
     model = EmbeddingNet(cfg.model, data.bundle.channels, data.bundle.image_size, mean, std)
-    _check_input_size(model, cfg.model.backbone, data.bundle.channels, data.bundle.image_size)
+    _check_input_size(model, cfg.model.backbone, data.bundle.train.shape)
     if cfg.model.pretrained:
         log.info(load_pretrained(model.backbone, cfg.model.pretrained))
     return method_class(model, data.train, cfg, **inputs).to(device)
 
 
 @torch.no_grad()
-def _check_input_size(model: EmbeddingNet, backbone: str, channels: int, size: int) -> None:
-    """Refuse images too small for the backbone's downsampling before anything is written."""
+def _check_input_size(model: EmbeddingNet, backbone: str, shape: tuple[int, int, int]) -> None:
+    """Refuse images (C, H, W) too small for the backbone's downsampling before anything is written."""
     try:
-        model.eval()(torch.zeros(2, channels, size, size))
+        model.eval()(torch.zeros(2, *shape))
     except RuntimeError as error:
         if "size" not in str(error):
             raise
-        raise UserError(f"{size}-px images are too small for {backbone}: raise --input-size"
-                        + (" (small-cnn needs 8)" if backbone == "small-cnn" else "")) from None
+        raise UserError(f"images of {shape[1]} x {shape[2]} px (height x width) are too small for {backbone}: raise "
+                        f"--input-size" + (" (small-cnn needs 8)" if backbone == "small-cnn" else "")) from None
     model.train()
 
 

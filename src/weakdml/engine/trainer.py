@@ -24,7 +24,7 @@ from weakdml.config import Config
 from weakdml.data.prepare import PreparedData
 from weakdml.data.types import all_images, view
 from weakdml.engine import dist
-from weakdml.engine.checkpoint import load_checkpoint, save_atomic
+from weakdml.engine.checkpoint import load_checkpoint, load_weights, save_atomic
 from weakdml.engine.environment import rng_state, set_rng_state
 from weakdml.engine.metrics_log import MetricsLog
 from weakdml.engine.monitor import Monitor
@@ -80,7 +80,7 @@ class Trainer:
         trained = state["epoch"] + 1
         if trained > self.end_epoch:
             raise UserError(f"this run has trained {trained - self.first_epoch} epochs: --epochs cannot be fewer")
-        self.method.load_state_dict(state["method"])
+        load_weights(self.method, state["method"], path)
         declared = [(group["name"], group["lr_factor"]) for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
         for group, (name, factor) in zip(self.optimizer.param_groups, declared):  # the method's, not the file's
@@ -170,12 +170,15 @@ class Trainer:
         return {k: v / max(seen, 1) for k, v in zip(names, values)}, lr
 
     def _check_finite(self, finite: torch.Tensor, epoch: int, step: int) -> None:
+        """What a non-finite loss stopped, what was kept, and the settings that plausibly caused it."""
         if bool(finite):
             return
-        kept = (f"the last good checkpoint is kept in {self.directory / 'last.pt'}"
-                if (self.directory / "last.pt").is_file() else "no checkpoint was written yet")
+        last = self.directory / "last.pt"
+        kept = f"its checkpoint after epoch {epoch} is kept in {last}" if last.is_file() else \
+            "no checkpoint had been written yet"
+        flags = " or ".join(("a lower --lr", *(f"another {flag}" for flag in self.method.loss_settings)))
         raise UserError(f"the loss became non-finite in epoch {epoch + 1} (by step {step + 1}); training stopped and "
-                        f"{kept}; try a lower --lr")
+                        f"{kept}; start a new run with {flags}")
 
 
 def load_batch(method: Method, batch: Batch) -> Batch:

@@ -11,7 +11,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from weakdml.errors import UserError
-from weakdml.evaluation.knn import ArrayLike, as_embeddings
+from weakdml.evaluation.knn import ArrayLike, as_embeddings, common_scale
 
 
 def _pair(labels: ArrayLike, clusters: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -57,8 +57,10 @@ def kmeans(
     max_iter: int = 300,
     backend: Literal["sklearn", "faiss"] = "sklearn",
 ) -> np.ndarray:
-    """Cluster ids (N,) int64 from k-means with ``n_init`` seeded restarts (scikit-learn, or faiss for large sets)."""
-    x = np.ascontiguousarray(as_embeddings(embeddings).detach().cpu().numpy(), dtype=np.float32)  # (N, D)
+    """Cluster ids (N,) int64 from k-means with ``n_init`` seeded restarts (scikit-learn, or faiss for large sets);
+    k-means is scale invariant, so the embeddings are rescaled to magnitudes below 1 first."""
+    x = as_embeddings(embeddings).detach().cpu()
+    x = np.ascontiguousarray((x / common_scale(x)).numpy(), dtype=np.float32)  # (N, D); any scale: see common_scale
     if not 1 <= n_clusters <= len(x):
         raise UserError(f"n_clusters must be between 1 and the number of embeddings ({len(x)}), got {n_clusters}")
     if backend == "sklearn":

@@ -6,6 +6,7 @@ sizes of this project, as fast as flat faiss. ``backend="faiss"`` uses ``faiss.I
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from typing import Literal
 
@@ -81,6 +82,8 @@ def knn_search(
     backend: Backend = "torch",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` nearest refs of every query: (squared distances (Q, k) float32, indices (Q, k) long), nearest first.
+    The search runs on the embeddings rescaled by a power of two, so that the neighbours are right at any scale; a
+    distance beyond float32's range is returned as inf (or 0).
 
     ``exclude_self=True`` says query ``i`` is ref ``i`` (the queries are the refs, or their first rows) and drops that
     index from its own list; exact duplicates at other indices are still found. ``k`` is clipped to the number of refs
@@ -98,13 +101,25 @@ def knn_search(
     k = min(k, r.shape[0] - int(exclude_self))
     if k < 1:
         raise UserError("leave-one-out search needs at least 2 embeddings")
-    if backend == "faiss":
-        return _faiss_search(q, r, k, exclude_self)
-    if backend != "torch":
+    if backend not in ("torch", "faiss"):
         raise UserError(f"unknown kNN backend {backend!r}: use 'torch' or 'faiss'")
-    exact = torch.autocast(q.device.type, enabled=False) if q.device.type in ("cpu", "cuda") else nullcontext()
-    with exact:  # in the inputs' precision even inside autocast (training's, on CUDA); older torch lacks MPS autocast
-        return _torch_search(q, r.to(q.device, q.dtype), k, exclude_self, chunk_size, ref_chunk_size)
+    scale = common_scale(q, r)
+    q, r = q / scale, r / scale  # exact (a power of two); the squared distances stay in range at any scale
+    if backend == "faiss":
+        d, i = _faiss_search(q, r, k, exclude_self)
+    else:
+        exact = torch.autocast(q.device.type, enabled=False) if q.device.type in ("cpu", "cuda") else nullcontext()
+        with exact:  # in the inputs' precision even inside autocast (training's, on CUDA); old torch lacks MPS autocast
+            d, i = _torch_search(q, r.to(q.device, q.dtype), k, exclude_self, chunk_size, ref_chunk_size)
+    return d * scale**2, i
+
+
+def common_scale(*tensors: torch.Tensor) -> float:
+    """A power of two near the largest magnitude in ``tensors`` (1 if all are zero). Dividing by it is exact, and
+    brings embeddings of any scale to magnitudes below 1, where squared distances neither overflow (embeddings of
+    1e25 in float32) nor underflow (1e-25)."""
+    largest = max(float(t.abs().max()) for t in tensors)
+    return math.ldexp(1.0, math.frexp(largest)[1]) if largest > 0 else 1.0
 
 
 def _torch_search(

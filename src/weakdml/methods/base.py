@@ -47,6 +47,7 @@ class Method(nn.Module):
     monitor: str | None = None  # what best.pt follows, e.g. "train_loss:min"; None: the task's choice
     sections: tuple[str, ...] = ()  # the config sections of its own settings (help, comparisons)
     task: str | None = None  # the evaluation protocol it is made for (e.g. "clustering"); None: the data set's
+    loss_settings: tuple[str, ...] = ()  # flags besides --lr that set the loss's scale (named if it becomes NaN)
 
     def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
         super().__init__()

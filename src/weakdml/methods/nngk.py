@@ -19,6 +19,8 @@ class NNGK(Method):
 
     sections = ("nngk",)
 
+    loss_settings = ("--sigma",)  # the kernel's width: exp(-d / sigma) of a small sigma under- or overflows
+
     def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
         super().__init__(model, data, cfg)
         n = cfg.nngk

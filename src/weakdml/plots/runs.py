@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from weakdml.engine.metrics_log import read_rows
 from weakdml.errors import UserError
 
 
@@ -36,7 +36,7 @@ def read_run(run_dir: Path) -> RunInfo:
     if not config.is_file() or not metrics.is_file():
         raise UserError(f"{run_dir} is not a weakdml run directory (config.yaml and metrics.jsonl)")
     cfg = yaml.safe_load(config.read_text()) or {}
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = read_rows(metrics)
     if not rows:
         raise UserError(f"{run_dir} has no metrics yet (metrics.jsonl is empty)")
     train, data = cfg.get("train", {}), cfg.get("data", {})
