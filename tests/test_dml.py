@@ -11,8 +11,8 @@ from tiny import tiny_method
 
 from weakdml.data.samplers import batch_shape, m_per_class_batches
 from weakdml.engine.optim import build_optimizer
-from weakdml.errors import UserError
 from weakdml.engine.trainer import load_batch
+from weakdml.errors import UserError
 from weakdml.methods import Batch
 from weakdml.methods.dml import DMLMethod
 

@@ -2,14 +2,13 @@
 tasks (classification, retrieval on unseen classes, clustering without labels), class-held-out splits, evaluation
 every N epochs, image-source views and loading ahead."""
 
-import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tiny import metric_rows
+from torch import nn
 
 from weakdml.config import build_config
 from weakdml.data.prepare import prepare_data
@@ -21,7 +20,6 @@ from weakdml.engine.monitor import Monitor
 from weakdml.engine.optim import ParamGroup
 from weakdml.engine.prefetch import prefetched
 from weakdml.engine.schedule import lr_factor
-from weakdml.engine.stages import build_method
 from weakdml.engine.trainer import Trainer
 from weakdml.errors import UserError
 from weakdml.evaluation.retrieval import retrieval_metrics

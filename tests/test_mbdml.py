@@ -18,7 +18,6 @@ from weakdml.methods.mixing import mix, sample_lambda
 def tiny(method: str, **overrides):
     m, g = tiny_method(method, 12, 3, **{"neighbours": 5, "sigma": 0.7, **overrides})
     m.on_epoch_start(0)
-    labeled = m.data.labeled
     if hasattr(m, "head"):
         m.head.log_weights.data.normal_(0, 0.3, generator=g)
     idx = torch.tensor([0, 4, 5, 7, 9, 11])

@@ -15,8 +15,8 @@ from typing import Any
 
 from weakdml.config import Config, build_config, same_setting, settings_with_role
 from weakdml.engine import run
-from weakdml.errors import UserError
 from weakdml.engine.pipeline import method_names, sections_of
+from weakdml.errors import UserError
 from weakdml.plots.tables import MethodRow, SeedResult, write_tables
 
 log = logging.getLogger("weakdml")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from weakdml.config import Config, build_config
 from weakdml.engine.checkpoint import load_checkpoint, save_atomic
-from weakdml.engine.stages import Stage, StageContext, StageResult, TrainStage, done_epochs, read_done, write_done
+from weakdml.engine.stages import Stage, StageContext, TrainStage, done_epochs, read_done, write_done
 from weakdml.errors import UserError
 from weakdml.methods import METHODS
 from weakdml.pipelines import PIPELINES

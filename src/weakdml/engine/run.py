@@ -9,14 +9,13 @@ itself alone.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from weakdml.atomic import write_json_atomic, write_text_atomic
 from weakdml.config import Config, build_config, same_setting, settings_with_role

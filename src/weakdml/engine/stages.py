@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 import torch
 
+from weakdml.atomic import write_text_atomic
 from weakdml.config import Config
 from weakdml.data.prepare import PreparedData
 from weakdml.data.types import all_images, view
-from weakdml.atomic import write_text_atomic
 from weakdml.engine.checkpoint import load_checkpoint
 from weakdml.engine.environment import seed_everything
 from weakdml.engine.metrics_log import MetricsLog

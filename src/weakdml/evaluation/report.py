@@ -52,7 +52,7 @@ def format_metrics(metrics: Mapping[str, float], digits: int = 4) -> str:
     """An aligned two-column table (metric, value) for the terminal."""
     if not metrics:
         return "(no metrics)"
-    values = [str(value) if isinstance(value, int) else f"{value:.{digits}f}" for value in metrics.values()]
+    values = [str(value) if isinstance(value, (int, str)) else f"{value:.{digits}f}" for value in metrics.values()]
     w_name, w_value = max(len("metric"), *map(len, metrics)), max(len("value"), *map(len, values))
     lines = [f"{'metric':<{w_name}}  {'value':>{w_value}}", f"{'-' * w_name}  {'-' * w_value}"]
     lines += [f"{name:<{w_name}}  {value:>{w_value}}" for name, value in zip(metrics, values)]
