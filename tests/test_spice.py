@@ -45,7 +45,8 @@ def test_pseudo_label_counts_follow_the_ratios_and_bad_sizes_fail():
 def test_heads_losses_and_selection():
     heads = ClusteringHeads(8, num_clusters=4, num_heads=3, hidden=16)
     logits = heads(torch.randn(5, 8))
-    assert logits.shape == (3, 5, 4) and torch.allclose(heads.probabilities(torch.zeros(2, 8)).sum(-1), torch.ones(3, 2))
+    assert logits.shape == (3, 5, 4)
+    assert torch.allclose(heads.probabilities(torch.zeros(2, 8)).sum(-1), torch.ones(3, 2))
     g = torch.Generator().manual_seed(0)
     logits, targets = torch.randn(3, 6, 4, generator=g) * 3, torch.randint(0, 4, (3, 6), generator=g)
     for double_softmax in (True, False):

@@ -38,9 +38,11 @@ def prototype_pseudo_labels(scores: torch.Tensor, features: torch.Tensor, center
         raise UserError(f"a big batch of {n} images cannot be split into {c} clusters: use at least {c} images")
     k = max(1, int(center_ratio * per_cluster * select_ratio))
     m = max(1, int(per_cluster * select_ratio))
-    confident = scores.topk(k, dim=1).indices  # (H, k, C): per head and cluster, the k most confident images
-    prototypes = features[confident].mean(1)  # (H, k, C, D) -> (H, C, D)
-    similarity = torch.einsum("hcd,nd->hcn", prototypes, features.to(prototypes.dtype))  # (H, C, N)
+    features = features.to(scores.dtype)
+    confident = scores.topk(k, dim=1).indices.transpose(1, 2)  # (H, C, k): per head and cluster, the k most confident
+    members = torch.zeros(h, c, n, dtype=scores.dtype, device=scores.device).scatter_(2, confident, 1.0)  # (H, C, N)
+    prototypes = members @ features / k  # (H, C, D): one product instead of gathering (H, C, k, D)
+    similarity = prototypes @ features.T  # (H, C, N)
     nearest = similarity.topk(m, dim=2).indices  # (H, C, M)
     labels = torch.arange(c, device=scores.device).view(1, c, 1).expand(h, c, m)
     return PseudoLabels(nearest.reshape(h, c * m), labels.reshape(h, c * m))
