@@ -1,0 +1,163 @@
+"""MoCo v2's "aug+" augmentations (Chen et al. 2020, after SimCLR) on whole batches, every image with its own draws.
+
+Per image, in this order: a random resized crop (area 0.2–1 of the image, aspect ratio 3/4–4/3) with a horizontal
+flip (p 0.5), colour jitter (p 0.8: brightness, contrast and saturation factors in [0.6, 1.4], hue shift in
+[-0.1, 0.1], the four in an order drawn per image), grayscale (p 0.2), Gaussian blur (p 0.5, sigma 0.1–2, a kernel of
+about a tenth of the side). One-channel images get the suited variant: no saturation, hue or grayscale. Every draw
+comes from the given ``torch.Generator``; the operations are a few batched tensor calls, never a loop over images.
+Images enter as uint8 (B, C, H, W) and leave as float in [0, 1]. The flip is folded into the crop: every later
+operation commutes with it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from weakdml.compat import import_torchvision
+from weakdml.errors import UserError
+
+CROP_SCALE = (0.2, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+JITTER = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
+JITTER_P, GRAYSCALE_P, BLUR_P, FLIP_P = 0.8, 0.2, 0.5, 0.5
+BLUR_SIGMA = (0.1, 2.0)
+
+
+def _uniform(b: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(b, generator=generator)
+
+
+def sample_crop_boxes(b: int, h: int, w: int, generator: torch.Generator, scale: tuple[float, float] = CROP_SCALE,
+                      ratio: tuple[float, float] = CROP_RATIO, attempts: int = 10) -> torch.Tensor:
+    """Random-resized-crop boxes (B, 4) as (top, left, height, width) in pixels, torchvision's rule per image:
+    ``attempts`` draws of area and log-uniform aspect ratio, the first that fits; none fits: the whole image."""
+    area = h * w * _uniform(b * attempts, *scale, generator).view(b, attempts)
+    log_ratio = _uniform(b * attempts, math.log(ratio[0]), math.log(ratio[1]), generator).view(b, attempts)
+    aspect = log_ratio.exp()
+    cw, ch = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()  # (B, attempts)
+    fits = (cw >= 1) & (cw <= w) & (ch >= 1) & (ch <= h)
+    first = fits.int().argmax(1, keepdim=True)  # (B, 1): the first attempt that fits (0 when none does)
+    cw, ch = cw.gather(1, first)[:, 0], ch.gather(1, first)[:, 0]
+    none_fit = ~fits.any(1)
+    cw, ch = torch.where(none_fit, float(w), cw), torch.where(none_fit, float(h), ch)
+    top = (torch.rand(b, generator=generator) * (h - ch + 1)).floor()
+    left = (torch.rand(b, generator=generator) * (w - cw + 1)).floor()
+    return torch.stack([top, left, ch, cw], 1)
+
+
+def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], flip: torch.Tensor) -> torch.Tensor:
+    """Bilinear crop of each image's box (B, 4) resized to ``size``, mirrored where ``flip`` (B,) is set: one
+    ``grid_sample`` call. Output pixel j of a box (left, width) samples input column left + width (j + ½) / S − ½."""
+    b, _, h, w = images.shape
+    top, left, ch, cw = boxes.to(images.device, torch.float32).unbind(1)
+    sx = cw / w * torch.where(flip.to(images.device), -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3, device=images.device)  # maps output coordinates in [-1, 1] into the input's
+    theta[:, 0, 0], theta[:, 0, 2] = sx, (2 * left + cw) / w - 1
+    theta[:, 1, 1], theta[:, 1, 2] = ch / h, (2 * top + ch) / h - 1
+    grid = F.affine_grid(theta, [b, images.shape[1], *size], align_corners=False)  # (B, S_h, S_w, 2)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _gray(images: torch.Tensor) -> torch.Tensor:
+    """Luma (B, 1, H, W) of RGB images (torchvision's weights); one-channel images are their own."""
+    if images.shape[1] == 1:
+        return images
+    import_torchvision()
+    from torchvision.transforms.v2.functional import rgb_to_grayscale
+    return rgb_to_grayscale(images)
+
+
+def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """factor · images + (1 − factor) · other, per image (factor (B,)), clipped to [0, 1] (torchvision's blend)."""
+    f = factor.to(images.device).view(-1, 1, 1, 1)
+    return (f * images + (1 - f) * other).clamp(0, 1)
+
+
+def adjust_brightness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return _blend(images, torch.zeros_like(images), factor)
+
+
+def adjust_contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return _blend(images, _gray(images).mean(dim=(1, 2, 3), keepdim=True), factor)
+
+
+def adjust_saturation(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return _blend(images, _gray(images), factor)
+
+
+def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of RGB images by ``shift`` (B,) turns, through torchvision's batched HSV conversion (the private
+    ``_rgb_to_hsv``/``_hsv_to_rgb`` of transforms.v2; tests/test_moco.py checks them against ``adjust_hue``)."""
+    import_torchvision()
+    from torchvision.transforms.v2.functional import _color
+    hsv = _color._rgb_to_hsv(images)
+    hue = (hsv[:, 0] + shift.to(images.device).view(-1, 1, 1)).remainder(1.0)
+    return _color._hsv_to_rgb(torch.cat([hue[:, None], hsv[:, 1:]], 1))
+
+
+def colour_jitter(images: torch.Tensor, generator: torch.Generator, strength: tuple[float, ...] = JITTER
+                  ) -> torch.Tensor:
+    """Brightness, contrast, saturation and hue jitter, each image with its own factors and its own order of the
+    four; one-channel images get brightness and contrast only. Each slot of the order is one masked call per
+    operation (at most 16 batched calls)."""
+    b = images.shape[0]
+    operations = [adjust_brightness, adjust_contrast]
+    factors = [_uniform(b, 1 - strength[0], 1 + strength[0], generator),
+               _uniform(b, 1 - strength[1], 1 + strength[1], generator)]
+    if images.shape[1] == 3:
+        operations += [adjust_saturation, adjust_hue]
+        factors += [_uniform(b, 1 - strength[2], 1 + strength[2], generator),
+                    _uniform(b, -strength[3], strength[3], generator)]
+    order = torch.rand(b, len(operations), generator=generator).argsort(1).to(images.device)  # (B, ops)
+    out = images.clone()
+    for slot in range(len(operations)):
+        for k, (operation, factor) in enumerate(zip(operations, factors)):
+            rows = order[:, slot] == k
+            if rows.any():
+                out[rows] = operation(out[rows], factor[rows.cpu()])
+    return out
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Separable Gaussian blur with a per-image ``sigma`` (B,), reflect padding (torchvision's kernel and padding):
+    one grouped convolution per direction."""
+    b, c, h, w = images.shape
+    offsets = torch.arange(kernel_size, device=images.device) - kernel_size // 2
+    kernel = torch.softmax(-0.5 * (offsets[None] / sigma.to(images.device)[:, None]) ** 2, 1)  # (B, K), rows sum 1
+    kernel = kernel.repeat_interleave(c, 0)[:, None]  # (B·C, 1, K): one kernel per image channel
+    pad = kernel_size // 2
+    x = F.pad(images.reshape(1, b * c, h, w), (pad, pad, pad, pad), mode="reflect")
+    x = F.conv2d(x, kernel[:, :, None, :], groups=b * c)  # along the width
+    x = F.conv2d(x, kernel[:, :, :, None], groups=b * c)  # along the height
+    return x.view(b, c, h, w)
+
+
+def _chosen(b: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(b, generator=generator) < p
+
+
+def aug_plus(images: torch.Tensor, generator: torch.Generator, size: int | None = None,
+             crop_scale: tuple[float, float] = CROP_SCALE) -> torch.Tensor:
+    """One "aug+" view of a uint8 batch (B, C, H, W), C 1 or 3: float (B, C, size, size) in [0, 1] (``size``
+    defaults to the images' height; ``crop_scale`` bounds the crop's share of the image's area, 0.2–1 in MoCo v2,
+    a larger minimum suits tiny images). Call it twice for MoCo's query and key views."""
+    b, c, h, w = images.shape
+    if c not in (1, 3):
+        raise UserError(f"the aug+ augmentations need 1- or 3-channel images, got {c} channels")
+    size = size or h
+    boxes = sample_crop_boxes(b, h, w, generator, crop_scale)
+    out = crop_resize(images.float() / 255, boxes, (size, size), _chosen(b, FLIP_P, generator))
+    rows = _chosen(b, JITTER_P, generator).to(images.device)
+    out[rows] = colour_jitter(out[rows], generator)
+    if c == 3:
+        rows = _chosen(b, GRAYSCALE_P, generator).to(images.device)
+        out[rows] = _gray(out[rows]).expand(-1, 3, -1, -1)
+    rows = _chosen(b, BLUR_P, generator)
+    sigma = _uniform(b, *BLUR_SIGMA, generator)
+    kernel_size = max(3, round(size / 10) // 2 * 2 + 1)  # odd, about a tenth of the side (23 px at 224 px)
+    if rows.any():
+        out[rows.to(images.device)] = gaussian_blur(out[rows.to(images.device)], sigma[rows], kernel_size)
+    return out

@@ -1,0 +1,1 @@
+"""Self-supervised pretraining pieces (MoCo v2), usable outside the engine."""

@@ -1,0 +1,1 @@
+"""Semi-supervised pieces (FixMatch), usable outside the engine."""

@@ -1,0 +1,48 @@
+"""SPICE-Self's prototype pseudo-labels: confident samples define a prototype per cluster, the samples nearest each
+prototype are labelled with its cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from weakdml.errors import UserError
+
+
+@dataclass(frozen=True)
+class PseudoLabels:
+    """Per head the pseudo-labelled images, cluster by cluster: ``indices`` and ``labels`` (H, C·M). An image can be
+    among the M nearest of two prototypes (it then appears twice, with two labels) or of none, as in the original."""
+
+    indices: torch.Tensor
+    labels: torch.Tensor
+
+
+@torch.no_grad()
+def prototype_pseudo_labels(scores: torch.Tensor, features: torch.Tensor, center_ratio: float = 0.5,
+                            select_ratio: float = 1.0) -> PseudoLabels:
+    """Pseudo-labels of a big batch for every head at once.
+
+    ``scores`` (H, N, C): each head's probabilities (of a weak view); ``features`` (N, D): the images' L2-normalised
+    embeddings. With n = N // C, for each head and cluster c the k = ⌊center_ratio · select_ratio · n⌋ images of
+    highest p_c give the prototype μ_c (their mean feature); the M = ⌊select_ratio · n⌋ images of highest
+    similarity f·μ_c are labelled c. (The original's counts; its ratio schedule is constant 1.0 in every released
+    configuration.) The ranking by f·μ_c equals the ranking by cosine similarity: ‖μ_c‖ is the same for all images.
+    """
+    h, n, c = scores.shape
+    if features.shape[0] != n:
+        raise UserError(f"scores cover {n} images but there are {features.shape[0]} features")
+    per_cluster = n // c
+    if per_cluster < 1:
+        raise UserError(f"a big batch of {n} images cannot be split into {c} clusters: use at least {c} images")
+    k = max(1, int(center_ratio * per_cluster * select_ratio))
+    m = max(1, int(per_cluster * select_ratio))
+    features = features.to(scores.dtype)
+    confident = scores.topk(k, dim=1).indices.transpose(1, 2)  # (H, C, k): per head and cluster, the k most confident
+    members = torch.zeros(h, c, n, dtype=scores.dtype, device=scores.device).scatter_(2, confident, 1.0)  # (H, C, N)
+    prototypes = members @ features / k  # (H, C, D): one product instead of gathering (H, C, k, D)
+    similarity = prototypes @ features.T  # (H, C, N)
+    nearest = similarity.topk(m, dim=2).indices  # (H, C, M)
+    labels = torch.arange(c, device=scores.device).view(1, c, 1).expand(h, c, m)
+    return PseudoLabels(nearest.reshape(h, c * m), labels.reshape(h, c * m))
