@@ -1,0 +1,8 @@
+"""Image sources: images loaded batch by batch by index, from memory, a decoded cache on disk, or the files."""
+
+from weakdml.data.sources.base import ImageSource, SourceView
+from weakdml.data.sources.cache import CachedSource, build_cache, cache_key
+from weakdml.data.sources.files import FileSource
+from weakdml.data.sources.memory import MemorySource
+
+__all__ = ["CachedSource", "FileSource", "ImageSource", "MemorySource", "SourceView", "build_cache", "cache_key"]
