@@ -4,6 +4,7 @@ builds, and the batch loader's order with a thread and with worker processes."""
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -80,10 +81,11 @@ def test_subsets_are_views_that_compose(files, tmp_path: Path) -> None:
             view.load(torch.tensor([4]))
 
 
-def test_cache_round_trip_in_parallel_and_through_pickle(files, tmp_path: Path, monkeypatch) -> None:
+def test_cache_round_trip_in_parallel_and_through_pickle(files, tmp_path: Path, monkeypatch, capsys) -> None:
     paths, labels = files
     monkeypatch.setattr(cache_module, "CHUNK", 3)  # 4 tasks for the 2 worker processes
-    cache = build_cache(paths, labels, SHAPE, tmp_path / "cache", workers=2)
+    cache = build_cache(paths, labels, SHAPE, tmp_path / "cache", workers=2, progress=True)
+    assert f"caching images: 100%" in capsys.readouterr().err
     reference = read_images(paths, size=SHAPE[1:], channels=3)
     everything = torch.arange(len(paths))
     assert torch.equal(cache.load(everything), reference)
@@ -132,6 +134,8 @@ def test_cache_is_rebuilt_when_a_file_or_the_shape_changes(files, tmp_path: Path
     cache_dir = tmp_path / "cache"
     decoded = counting_decoder(monkeypatch)
     keys = {build_cache(paths, labels, SHAPE, cache_dir, workers=1).path}
+    other = write_images(tmp_path / "other", n=3, seed=1)
+    kept = build_cache(other, torch.zeros(3), SHAPE, cache_dir, workers=1).path  # another data set: not stale
     mtime = paths[4].stat().st_mtime_ns
     original = np.asarray(Image.open(paths[4]))
     changes = {
@@ -144,11 +148,14 @@ def test_cache_is_rebuilt_when_a_file_or_the_shape_changes(files, tmp_path: Path
         decoded.clear()
         cache = build_cache(paths, labels, SHAPE, cache_dir, workers=1)
         assert decoded == paths and cache.path not in keys, name
+        expected = [p.with_suffix(suffix) for p in (cache.path, kept) for suffix in (".json", ".u8")]
+        assert sorted(cache_dir.iterdir()) == sorted(expected), name  # the stale cache is gone
         assert torch.equal(cache.load(torch.tensor([4])), read_images([paths[4]], size=SHAPE[1:], channels=3)), name
         keys.add(cache.path)
     decoded.clear()
     grey = build_cache(paths, labels, (1, *SHAPE[1:]), cache_dir, workers=1)
     assert decoded == paths and grey.path not in keys and grey.shape == (1, *SHAPE[1:])
+    assert len(list(cache_dir.glob("*.u8"))) == 3  # another shape is another cache, not a stale one
 
 
 def test_interrupted_build_leaves_no_cache_and_the_next_build_succeeds(files, tmp_path: Path, monkeypatch) -> None:
@@ -182,13 +189,18 @@ def test_unreadable_file_stops_a_parallel_build_with_its_name(files, tmp_path: P
     assert torch.equal(cache.load(torch.tensor([6])), torch.zeros((1, *SHAPE), dtype=torch.uint8))
 
 
-def test_unwritable_cache_dir_is_a_user_error(files, tmp_path: Path) -> None:
+def test_unwritable_or_full_cache_dir_is_a_user_error(files, tmp_path: Path, monkeypatch) -> None:
     paths, labels = files
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     with pytest.raises(UserError, match=f"^cannot write the image cache in {blocker}/cache .*; pass a writable "
                                         "--cache-dir$"):
         build_cache(paths, labels, SHAPE, blocker / "cache", workers=1)
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 3599))
+    with pytest.raises(UserError, match=f"^the image cache needs 0.0 GB in {tmp_path}/cache, which has 0.0 GB free; "
+                                        "free some space or pass another --cache-dir$"):
+        build_cache(paths, labels, SHAPE, tmp_path / "cache", workers=1)
+    assert list((tmp_path / "cache").iterdir()) == []
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -24,7 +24,7 @@ class MemorySource:
         return len(self.images)
 
     def load(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.images[checked(indices, len(self))]
+        return self.images.index_select(0, checked(indices, len(self)))  # several times faster than images[indices]
 
     def subset(self, indices: torch.Tensor) -> SourceView:
         return SourceView(self, indices)
