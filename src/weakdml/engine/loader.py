@@ -27,8 +27,10 @@ def load_batches(
     On CUDA the batches are pinned before their (non-blocking) copy to the device.
     """
     pin = device is not None and device.type == "cuda"
-    loaded = _in_processes(source, index_batches, workers, prefetch, pin) if workers else _in_thread(
-        source, index_batches, prefetch, pin)
+    if workers:
+        loaded = _in_processes(source, index_batches, workers, prefetch, pin)
+    else:
+        loaded = _in_thread(source, index_batches, prefetch, pin)
     for indices, images in loaded:
         yield indices, images if device is None else images.to(device, non_blocking=pin)
 
