@@ -85,7 +85,7 @@ def test_cache_round_trip_in_parallel_and_through_pickle(files, tmp_path: Path, 
     paths, labels = files
     monkeypatch.setattr(cache_module, "CHUNK", 3)  # 4 tasks for the 2 worker processes
     cache = build_cache(paths, labels, SHAPE, tmp_path / "cache", workers=2, progress=True)
-    assert f"caching images: 100%" in capsys.readouterr().err
+    assert "caching images: 100%" in capsys.readouterr().err
     reference = read_images(paths, size=SHAPE[1:], channels=3)
     everything = torch.arange(len(paths))
     assert torch.equal(cache.load(everything), reference)
@@ -138,10 +138,10 @@ def test_cache_is_rebuilt_when_a_file_or_the_shape_changes(files, tmp_path: Path
     kept = build_cache(other, torch.zeros(3), SHAPE, cache_dir, workers=1).path  # another data set: not stale
     mtime = paths[4].stat().st_mtime_ns
     original = np.asarray(Image.open(paths[4]))
-    changes = {
-        "content": lambda: rewrite(paths[4], 255 - original, mtime),  # same size, same time: a JPEG changes size
-        "size": lambda: rewrite(paths[4], np.zeros((30, 30, 3), np.uint8), mtime),
-        "mtime": lambda: os.utime(paths[4], ns=(mtime + 10**9, mtime + 10**9)),
+    changes = {  # the key sees sizes and times: a change of content alone, at the same size and time, is not seen
+        "edited": lambda: rewrite(paths[4], 255 - original, mtime + 10**9),
+        "other size, same time": lambda: rewrite(paths[4], np.zeros((30, 30, 3), np.uint8), mtime + 10**9),
+        "same file, other time": lambda: os.utime(paths[4], ns=(mtime + 2 * 10**9, mtime + 2 * 10**9)),
     }
     for name, change in changes.items():
         change()
