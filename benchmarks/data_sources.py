@@ -62,13 +62,16 @@ def synthetic_image(task: tuple[Path, int, int]) -> None:
 
 
 def synthetic_folder(folder: Path, images: int, size: int, workers: int) -> tuple[list[Path], torch.Tensor, dict]:
-    """The paths and labels (class = folder) of the synthetic images, generated unless the manifest matches."""
+    """The paths and labels (class = folder) of the synthetic images, generated unless the manifest says that the
+    folder holds at least as many of that size (then the first ``images`` are used)."""
     paths = [folder / f"{i // PER_FOLDER:04d}" / f"{i:07d}.jpg" for i in range(images)]
     labels = torch.arange(images) // PER_FOLDER
     manifest = folder / "manifest.json"
     wanted = {"images": images, "size": size}
-    if manifest.is_file() and json.loads(manifest.read_text()) == wanted:
-        return paths, labels, {"generated": False}
+    if manifest.is_file():
+        found = json.loads(manifest.read_text())
+        if found["size"] == size and found["images"] >= images:
+            return paths, labels, {"generated": False}
     shutil.rmtree(folder, ignore_errors=True)
     for sub in {p.parent for p in paths}:
         sub.mkdir(parents=True)
