@@ -1,6 +1,6 @@
 """The engine's spine: schedules as pure functions of the step, parameter groups, the monitor that best.pt follows,
 tasks (classification, retrieval on unseen classes, clustering without labels), class-held-out splits, evaluation
-every N epochs, image-source views and loading ahead."""
+every N epochs, and image-source views."""
 
 import math
 
@@ -12,13 +12,12 @@ from torch import nn
 
 from weakdml.config import build_config
 from weakdml.data.prepare import prepare_data
+from weakdml.data.sources import ImageSet, SourceView, view
 from weakdml.data.splits import make_split
-from weakdml.data.types import ImageSet, SourceView, view
 from weakdml.engine import run as run_module
 from weakdml.engine.checkpoint import load_checkpoint, save_atomic
 from weakdml.engine.monitor import Monitor
 from weakdml.engine.optim import ParamGroup
-from weakdml.engine.prefetch import prefetched
 from weakdml.engine.schedule import lr_factor
 from weakdml.engine.trainer import Trainer
 from weakdml.errors import UserError
@@ -227,17 +226,3 @@ def test_source_views_load_like_indexing_without_copying():
     assert torch.equal(joined.load(order), expected[order]) and joined.labels.tolist() == [7, 1, 3, 14, 10]
     relabelled = view(a, [2, 5], labels=torch.tensor([-1, -1]))
     assert relabelled.labels.tolist() == [-1, -1] and torch.equal(relabelled.load(torch.tensor([1])), a.images[[5]])
-
-
-def test_prefetching_keeps_the_order_and_loads_ahead():
-    loaded = []
-
-    def load(i):
-        loaded.append(i)
-        return i * i
-
-    out = []
-    for value in prefetched(range(6), load, depth=2):
-        out.append(value)
-        assert len(loaded) >= min(len(out) + 2, 6) - 1  # items ahead of the consumer are being loaded
-    assert out == [i * i for i in range(6)] and loaded == list(range(6))

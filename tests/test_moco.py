@@ -14,7 +14,7 @@ from weakdml.data.augment_contrastive import aug_plus
 from weakdml.errors import UserError
 from weakdml.evaluation.weighted_knn import weighted_knn_predict
 from weakdml.models.backbones import SmallCNN
-from weakdml.selfsup.moco import MoCo, MoCoQueue, ProjectionHead, momentum_update, moco_loss
+from weakdml.selfsup.moco import MoCo, MoCoQueue, ProjectionHead, moco_loss, momentum_update
 from weakdml.selfsup.shuffle_bn import shuffle_bn_forward
 
 

@@ -12,7 +12,7 @@ from tiny import Interrupt, metric_rows
 from weakdml.cli import main
 from weakdml.config import build_config
 from weakdml.data.prepare import prepare_data
-from weakdml.data.types import all_images
+from weakdml.data.sources import all_images
 from weakdml.engine import trainer as trainer_module
 from weakdml.engine.checkpoint import load_checkpoint
 from weakdml.engine.run import train

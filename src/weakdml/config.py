@@ -64,6 +64,11 @@ class DataConfig:
     split: str | None = _opt(None, "use this saved split file (from `weakdml split`, or a run directory's); "
                                    "--labeled-fraction, --labels-per-class and --val-fraction are then unused")
     augment: str = _opt("weak", "training augmentation", ("none", "weak", "strong"))
+    cache_dir: str | None = _opt(None, "folder data sets: decode the images once, in parallel, into a uint8 cache in "
+                                       "this folder and read batches from it (memory stays bounded whatever the "
+                                       "data set's size; reused while the files are unchanged)", role="bookkeeping")
+    workers: int = _opt(0, "processes that load batches ahead of training (0: one background thread; use more when "
+                           "images are decoded from files)", role="bookkeeping")
 
 
 @dataclass
@@ -334,7 +339,7 @@ def config_from_flat(values: dict[str, Any]) -> Config:
         sections[section_name][name] = value
     config = Config(**{name: SECTIONS[name](**kw) for name, kw in sections.items()})
     validate(config)
-    for name in (*settings_with_role("location"), "split", "pretrained"):  # saved absolute: a run is evaluated and resumed from any folder
+    for name in (*settings_with_role("location"), "split", "pretrained", "cache_dir"):  # saved absolute: a run is evaluated and resumed from any folder
         section = getattr(config, known[name][0])
         if getattr(section, name):
             setattr(section, name, str(Path(getattr(section, name)).expanduser().absolute()))
@@ -381,6 +386,7 @@ def validate(config: Config) -> None:
     _check(t.batch_size >= 2, f"--batch-size must be at least 2, got {t.batch_size}")
     _check(t.eval_batch_size >= 1, f"--eval-batch-size must be at least 1, got {t.eval_batch_size}")
     _check(0 <= t.seed < 2**32, f"--seed must be in [0, 2^32 - 1], got {t.seed}")
+    _check(d.workers >= 0, f"--workers must be non-negative, got {d.workers}")
     _check(t.eval_every >= 1, f"--eval-every must be at least 1, got {t.eval_every}")
     _check(o.warmup_epochs >= 0, f"--warmup-epochs must be non-negative, got {o.warmup_epochs}")
     _check(t.snapshot_images >= 0, f"--snapshot-images must be non-negative, got {t.snapshot_images}")

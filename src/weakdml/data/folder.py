@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 
 from weakdml.config import DataConfig
-from weakdml.data.images import extensions, list_images, read_images
+from weakdml.data.images import extensions, header_shape, list_images, read_images
 from weakdml.data.memory import check_image_memory
+from weakdml.data.sources import build_cache
 from weakdml.data.status import DatasetStatus
 from weakdml.data.types import DataBundle, ImageSet
 from weakdml.errors import UserError
@@ -85,14 +86,18 @@ def load(cfg: DataConfig) -> DataBundle:
         for name, files in sorted(part.items()):
             paths += files
             labels += [names.index(name)] * len(files)
-    if cfg.input_size:
-        check_image_memory(len(paths), 3, cfg.input_size, cfg.input_size)  # 3: at most, before reading says
-    images = read_images(paths, size=cfg.input_size)
     labels_t = torch.tensor(labels)
     n_train = sum(len(files) for files in train.values())
-    return DataBundle(cfg.dataset, ImageSet(images[:n_train], labels_t[:n_train]),
-                      ImageSet(images[n_train:], labels_t[n_train:]), classes,
-                      task="retrieval" if retrieval else "classification",
+    if cfg.cache_dir:
+        shape = header_shape(paths, cfg.input_size)
+        parts = [build_cache(part, part_labels, shape, Path(cfg.cache_dir), progress=True)
+                 for part, part_labels in ((paths[:n_train], labels_t[:n_train]), (paths[n_train:], labels_t[n_train:]))]
+    else:
+        if cfg.input_size:
+            check_image_memory(len(paths), 3, cfg.input_size, cfg.input_size)  # 3: at most, before reading says
+        images = read_images(paths, size=cfg.input_size)
+        parts = [ImageSet(images[:n_train], labels_t[:n_train]), ImageSet(images[n_train:], labels_t[n_train:])]
+    return DataBundle(cfg.dataset, parts[0], parts[1], classes, task="retrieval" if retrieval else "classification",
                       test_classes=test_classes if retrieval else None)
 
 

@@ -96,6 +96,40 @@ def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.resize((width, height), Image.Resampling.BILINEAR)  # PIL's bilinear antialiases when shrinking
 
 
+def _array(image: Image.Image, shape: tuple[int, int, int]) -> np.ndarray:
+    """``image`` resized to ``shape``'s (H, W), then converted to its channels (1 or 3), as uint8 (C, H, W)."""
+    channels, height, width = shape
+    if channels not in (1, 3):
+        raise ValueError(f"images have 1 or 3 channels, not {channels}")
+    array = np.asarray(_resized(image, (height, width)).convert("RGB" if channels == 3 else "L"))  # (H, W[, 3])
+    return array[None] if channels == 1 else np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def decode_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """One image file as uint8 (C, H, W) of ``shape``: the decoding that every reader of files shares (the same
+    values as ``read_images`` with that size and channels). An unreadable file is a UserError that names it."""
+    return _array(_open(path), shape)
+
+
+def header_shape(paths: Sequence[Path], size: int | None = None) -> tuple[int, int, int]:
+    """The (C, H, W) that files are decoded to without reading their pixels (from their headers): 1 channel when
+    every file is grey, else 3; ``size`` square, else the files' common size, else DEFAULT_SIZE square."""
+    sizes, grey = set(), True
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                sizes.add(image.size)
+                grey = grey and image.mode in _GREY_MODES | _HIGH_DEPTH_MODES
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            raise UserError(f"cannot read image {path} ({' '.join(str(error).split())}); remove or replace that "
+                            f"file") from None
+    if size:
+        height = width = size
+    else:
+        width, height = sizes.pop() if len(sizes) == 1 else (DEFAULT_SIZE, DEFAULT_SIZE)
+    return (1 if grey else 3, height, width)
+
+
 def read_images(
     paths: Sequence[Path], size: int | tuple[int, int] | None = None, channels: int | None = None
 ) -> torch.Tensor:
@@ -116,10 +150,7 @@ def read_images(
         raise ValueError("read_images needs at least one path")
     if channels is None:
         channels = 3 if any(image.mode == "RGB" for image in loaded) else 1
-    mode = "RGB" if channels == 3 else "L"
-    arrays = np.stack([np.asarray(image.convert(mode)) for image in loaded])  # (N, H, W[, 3])
-    tensor = torch.from_numpy(arrays)
-    return tensor.unsqueeze(1) if channels == 1 else tensor.permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(np.stack([_array(image, (channels, image.height, image.width)) for image in loaded]))
 
 
 def resize_images(images: torch.Tensor, size: int | tuple[int, int], chunk: int = 1024) -> torch.Tensor:

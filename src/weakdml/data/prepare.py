@@ -11,8 +11,9 @@ import torch
 
 from weakdml.config import Config
 from weakdml.data.registry import load_dataset
+from weakdml.data.sources import ImageSource, unlabeled, view
 from weakdml.data.splits import Split, make_split
-from weakdml.data.types import DataBundle, ImageSet, ImageSource, TrainData, unlabeled, view
+from weakdml.data.types import DataBundle, TrainData
 from weakdml.errors import UserError
 
 
@@ -34,11 +35,11 @@ def split_for(cfg: Config, bundle: DataBundle, split_file: Path | None = None) -
     path = split_file or (Path(cfg.data.split) if cfg.data.split else None)
     if path is not None:
         split = Split.load(path)
-        split.check_matches(bundle.name, bundle.train.labels, bundle.train.images)
+        split.check_matches(bundle.name, bundle.train.labels, bundle.train)
         return split
     d = cfg.data
     return make_split(bundle.name, bundle.train.labels, cfg.train.seed, d.labeled_fraction, d.labels_per_class,
-                      d.val_fraction, d.val_classes, images=bundle.train.images)
+                      d.val_fraction, d.val_classes, images=bundle.train)
 
 
 def class_disjoint(bundle: DataBundle, train_classes: list[int]) -> DataBundle:
@@ -53,11 +54,11 @@ def class_disjoint(bundle: DataBundle, train_classes: list[int]) -> DataBundle:
         raise UserError(f"--train-classes must leave at least 2 classes to train on and 1 to test on; {bundle.name} "
                         f"has {n} and {len(chosen)} were chosen")
 
-    def keep(part: ImageSet, classes: list[int]) -> ImageSet:
+    def keep(part: ImageSource, classes: list[int]) -> ImageSource:
         renumber = torch.full((n,), -1, dtype=torch.long)
         renumber[classes] = torch.arange(len(classes))
         rows = torch.nonzero(renumber[part.labels] >= 0).flatten()
-        return ImageSet(part.images[rows], renumber[part.labels[rows]])
+        return view(part, rows, labels=renumber[part.labels[rows]])
 
     return DataBundle(bundle.name, keep(bundle.train, chosen), keep(bundle.test, others),
                       [bundle.classes[c] for c in chosen], bundle.unlabeled, bundle.flip, "retrieval",

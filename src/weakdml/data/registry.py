@@ -48,7 +48,7 @@ def load_dataset(cfg: DataConfig) -> DataBundle:
         parts = [part for part in (bundle.train, bundle.test, bundle.unlabeled) if part is not None]
         check_image_memory(sum(len(part) for part in parts), bundle.channels, size, size)
         for part in (bundle.train, bundle.test, bundle.unlabeled):
-            if part is not None and part.images.shape[-2:] != (size, size):
+            if isinstance(part, ImageSet) and part.images.shape[-2:] != (size, size):  # a cache has its size
                 part.images = resize_images(part.images, size)
     if cfg.unlabeled_dir is not None:
         extra = _unlabeled_images(Path(cfg.unlabeled_dir).expanduser(), bundle.train)
@@ -70,7 +70,7 @@ def _unlabeled_images(directory: Path, like: ImageSet) -> ImageSet:
             f"unlabelled image folder {directory} holds no images (png, jpg, jpeg, bmp, gif, tif, tiff, "
             "webp); check --unlabeled-dir"
         )
-    _, channels, height, width = like.images.shape
+    channels, height, width = like.shape
     check_image_memory(len(paths), channels, height, width)
     images = read_images(paths, size=(height, width), channels=channels)
     return ImageSet(images, torch.full((len(images),), -1, dtype=torch.long))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from weakdml.atomic import write_text_atomic
+from weakdml.data.sources import ImageSet, ImageSource
 from weakdml.errors import UserError
 
 SPLIT_FORMAT = 2  # 1: the fingerprint covers the labels only (older files, still accepted); 2: also the images
@@ -53,7 +54,7 @@ class Split:
             raise UserError(f"{path} is not a weakdml split file (not JSON); make one with `weakdml split`") from None
         return _validated(raw, path)
 
-    def check_matches(self, dataset: str, labels: torch.Tensor, images: torch.Tensor) -> None:
+    def check_matches(self, dataset: str, labels: torch.Tensor, images: ImageSource | torch.Tensor) -> None:
         """Refuse a split made for other data: a different name, size, label vector or (format 2) images."""
         if self.dataset != dataset or self.pool_size != len(labels) or self.pool_fingerprint != fingerprint(labels):
             raise UserError(
@@ -64,7 +65,7 @@ class Split:
         if self.images_fingerprint is not None and self.images_fingerprint != images_fingerprint(images):
             raise UserError(
                 f"the split was made for other images of '{dataset}' (its labels match, the images or their size "
-                f"{'x'.join(map(str, images.shape[1:]))} do not; was --input-size the same?): if the data changed "
+                f"{'x'.join(map(str, tuple(images.shape)[-3:]))} do not; was --input-size the same?): if the data changed "
                 f"since, restore it; for other data make a new split with `weakdml split`"
             )
 
@@ -116,12 +117,14 @@ def fingerprint(labels: torch.Tensor) -> str:
     return hashlib.sha256(labels.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
 
 
-def images_fingerprint(images: torch.Tensor, sample: int = 1024) -> str:
-    """A short hash of the images uint8 (N, C, H, W): their shape and every k-th image's bytes (about ``sample``
-    images, so that 70,000 images are hashed in milliseconds)."""
+def images_fingerprint(images: ImageSource | torch.Tensor, sample: int = 1024) -> str:
+    """A short hash of a source's images (or of uint8 (N, C, H, W)): their count and shape and every k-th image's
+    bytes (about ``sample`` images, so that 70,000 images, in memory or on disk, are hashed in milliseconds)."""
+    if isinstance(images, torch.Tensor):
+        images = ImageSet(images, torch.zeros(len(images)))
     step = max(1, len(images) // sample)
-    digest = hashlib.sha256(repr(tuple(images.shape)).encode())
-    digest.update(images[::step].contiguous().numpy().tobytes())
+    digest = hashlib.sha256(repr((len(images), *images.shape)).encode())
+    digest.update(images.load(torch.arange(0, len(images), step)).contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -133,7 +136,7 @@ def make_split(
     labels_per_class: int | None = None,
     val_fraction: float = 0.2,
     val_classes: int = 0,
-    images: torch.Tensor | None = None,
+    images: ImageSource | torch.Tensor | None = None,
 ) -> Split:
     """Stratified split: per class, a shuffled share is labelled (at least one image, unless the share is 0), the rest
     unlabelled; then a share of each class's labelled images (rounded, at least one where the class has two or more)

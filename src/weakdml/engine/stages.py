@@ -17,7 +17,7 @@ import torch
 from weakdml.atomic import write_text_atomic
 from weakdml.config import Config
 from weakdml.data.prepare import PreparedData
-from weakdml.data.types import all_images, view
+from weakdml.data.sources import all_images, view
 from weakdml.engine.checkpoint import load_checkpoint
 from weakdml.engine.environment import seed_everything
 from weakdml.engine.metrics_log import MetricsLog

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from weakdml.data.prepare import PreparedData
-from weakdml.data.types import ImageSource
+from weakdml.data.sources import ImageSource
 from weakdml.evaluation.clustering import ari, clustering_accuracy, nmi
 from weakdml.evaluation.knn import knn_search
 from weakdml.evaluation.report import evaluate_embeddings

@@ -14,6 +14,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +22,15 @@ import torch
 from tqdm import tqdm
 
 from weakdml.config import Config
+from weakdml.data.loader import Loaded, load_batches
 from weakdml.data.prepare import PreparedData
-from weakdml.data.types import all_images, view
+from weakdml.data.sources import all_images, view
 from weakdml.engine import dist
 from weakdml.engine.checkpoint import load_checkpoint, load_weights, save_atomic
 from weakdml.engine.environment import rng_state, set_rng_state
 from weakdml.engine.metrics_log import MetricsLog
 from weakdml.engine.monitor import Monitor
 from weakdml.engine.optim import build_optimizer, set_learning_rate
-from weakdml.engine.prefetch import prefetched
 from weakdml.engine.tasks import Task
 from weakdml.errors import UserError
 from weakdml.methods.base import Batch, Method
@@ -145,9 +146,10 @@ class Trainer:
         plan = list(method.batches(epoch))
         totals: dict[str, torch.Tensor] = {}
         seen, finite, lr = 0, torch.ones((), dtype=torch.bool, device=method.device), self.cfg.optim.lr
-        bar = tqdm(prefetched(plan, lambda batch: load_batch(method, batch)), total=len(plan), desc=f"epoch {epoch + 1}/{self.end_epoch}",
+        bar = tqdm(zip(plan, self._loaded(plan)), total=len(plan), desc=f"epoch {epoch + 1}/{self.end_epoch}",
                    leave=False, disable=quiet, unit="batch")
-        for step, batch in enumerate(bar):
+        for step, (batch, (labeled, unlabeled)) in enumerate(bar):
+            fill(method, batch, labeled, unlabeled)
             lr = set_learning_rate(self.optimizer, self.cfg.optim, local, step, len(plan), self.epochs)
             with torch.autocast(method.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
@@ -169,6 +171,16 @@ class Trainer:
         values = torch.stack([totals[k] for k in names]).tolist() if names else []
         return {k: v / max(seen, 1) for k, v in zip(names, values)}, lr
 
+    def _loaded(self, plan: list[Batch]) -> Iterator[tuple[Loaded, Loaded | None]]:
+        """This rank's share of each batch's labelled (and unlabelled) images, loaded ahead by ``--workers``
+        processes (0: a background thread)."""
+        train, device, workers = self.method.data, self.method.device, self.cfg.data.workers
+        labeled = load_batches(train.labeled, [dist.shard(b.index) for b in plan], workers, device=device)
+        shares = [dist.shard(b.unlabeled_index) for b in plan if b.unlabeled_index is not None]
+        unlabeled = load_batches(train.unlabeled, shares, workers, device=device) if shares else iter(())
+        for batch in plan:
+            yield next(labeled), None if batch.unlabeled_index is None else next(unlabeled)
+
     def _check_finite(self, finite: torch.Tensor, epoch: int, step: int) -> None:
         """What a non-finite loss stopped, what was kept, and the settings that plausibly caused it."""
         if bool(finite):
@@ -181,14 +193,22 @@ class Trainer:
                         f"{kept}; start a new run with {flags}")
 
 
-def load_batch(method: Method, batch: Batch) -> Batch:
-    """The images and labels of this rank's share of an index batch, on the method's device."""
+def fill(method: Method, batch: Batch, labeled: Loaded, unlabeled: Loaded | None) -> Batch:
+    """Put loaded (indices, images) of an index batch's labelled and unlabelled parts into it, with the labels."""
     device, train = method.device, method.data
+    (index, batch.images), batch.labels = labeled, train.labeled.labels[labeled[0]].to(device)
+    batch.index = index.to(device)
+    if unlabeled is not None:
+        batch.unlabeled_index, batch.unlabeled_images = unlabeled[0].to(device), unlabeled[1]
+    return batch
+
+
+def load_batch(method: Method, batch: Batch) -> Batch:
+    """The images and labels of this rank's share of one index batch, on the method's device (no loading ahead)."""
+    train, device = method.data, method.device
     index = dist.shard(batch.index)
-    batch.index, batch.labels = index.to(device), train.labeled.labels[index].to(device)
-    batch.images = train.labeled.load(index).to(device, non_blocking=True)
+    unlabeled = None
     if batch.unlabeled_index is not None:
         u_index = dist.shard(batch.unlabeled_index)
-        batch.unlabeled_index = u_index.to(device)
-        batch.unlabeled_images = train.unlabeled.load(u_index).to(device, non_blocking=True)
-    return batch
+        unlabeled = (u_index, train.unlabeled.load(u_index).to(device))
+    return fill(method, batch, (index, train.labeled.load(index).to(device)), unlabeled)

@@ -19,7 +19,8 @@ from torch import nn
 
 from weakdml.config import Config
 from weakdml.data.augment import augment
-from weakdml.data.types import ImageSet, ImageSource, TrainData
+from weakdml.data.sources import ImageSet, ImageSource
+from weakdml.data.types import TrainData
 from weakdml.engine.optim import ParamGroup
 from weakdml.models.embedding import EmbeddingNet
 

@@ -51,6 +51,7 @@ def make_plots(directories: Iterable[Path], out: Path | None = None, what: Itera
 
 def run_figures(run: RunInfo, out: Path, what: set[str], device: str = "cpu") -> list[Path]:
     """The t-SNE (PNG), its animation over epochs (GIF) and the four feature spaces (PNG) of one run."""
+    from weakdml.data.sources import all_images
     from weakdml.engine.run import load_run
     from weakdml.plots.feature_spaces import feature_space_figure
     from weakdml.plots.tsne import animate_tsne, plot_tsne
@@ -74,7 +75,7 @@ def run_figures(run: RunInfo, out: Path, what: set[str], device: str = "cpu") ->
             log.info(f"{run.path}: no snapshots/, no t-SNE animation (train with --snapshot-images > 0)")
     if "spaces" in what and method is not None and data is not None:
         if hasattr(method, "head"):
-            written.append(feature_space_figure(method, data.test.images, data.test.labels, data.bundle.classes,
+            written.append(feature_space_figure(method, all_images(data.test), data.test.labels, data.bundle.classes,
                                                 out / f"{run.name}-feature-spaces.png",
                                                 f"Feature spaces of {title}", run.seed))
         else:
