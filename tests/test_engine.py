@@ -228,3 +228,18 @@ def test_source_views_load_like_indexing_without_copying():
     assert torch.equal(joined.load(order), expected[order]) and joined.labels.tolist() == [7, 1, 3, 14, 10]
     relabelled = view(a, [2, 5], labels=torch.tensor([-1, -1]))
     assert relabelled.labels.tolist() == [-1, -1] and torch.equal(relabelled.load(torch.tensor([1])), a.images[[5]])
+
+
+def test_every_rank_takes_a_contiguous_share_of_the_global_batch(monkeypatch):
+    """Batches are drawn from (seed, epoch) alone; with N processes each takes its slice, and together they are the
+    global batch, whatever N."""
+    from weakdml.engine import dist
+
+    batch = torch.randperm(10, generator=torch.Generator().manual_seed(0))
+    for world in (1, 2, 3):
+        monkeypatch.setattr(dist, "world_size", lambda world=world: world)
+        shares = []
+        for rank in range(world):
+            monkeypatch.setattr(dist, "rank", lambda rank=rank: rank)
+            shares.append(dist.shard(batch))
+        assert torch.equal(torch.cat(shares), batch) and max(map(len, shares)) - min(map(len, shares)) <= 1

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from weakdml.config import Config, build_config
+from weakdml.engine import dist
 from weakdml.engine.checkpoint import load_checkpoint, save_atomic
 from weakdml.engine.stages import Stage, StageContext, TrainStage, done_epochs, read_done, write_done
 from weakdml.errors import UserError
@@ -87,13 +88,14 @@ def run_pipeline(pipeline: Pipeline, ctx: StageContext, run_dir: Path) -> int:
                 log.info(f"stage {index + 1}/{len(pipeline.stages)}: {stage.name} in {directory}")
             ordinal = sum(isinstance(s, TrainStage) for s in pipeline.stages[:index])
             result = stage.run(ctx, directory, first_epoch, ordinal)
-            write_done(directory, result, stage.epochs)
+            if dist.is_main():
+                write_done(directory, result, stage.epochs)
         ctx.artifacts |= {f"{stage.name}/{key}": path for key, path in result.artifacts.items()}
         value = math.nan if result.best is None else result.best
         if isinstance(stage, TrainStage) and (chosen is None or ctx.monitor.improves(value, chosen[1])):
             chosen = (index, value)
     assert chosen is not None, "a pipeline trains at least one stage"
-    if pipeline.nested:
+    if pipeline.nested and dist.is_main():
         best = load_checkpoint(pipeline.directory(run_dir, chosen[0]) / "best.pt")
         save_atomic(best | {"stage": chosen[0]}, run_dir / "best.pt")
     return chosen[0]

@@ -20,6 +20,7 @@ from typing import Any
 from weakdml.atomic import write_json_atomic, write_text_atomic
 from weakdml.config import Config, build_config, same_setting, settings_with_role
 from weakdml.data.prepare import PreparedData, prepare_data
+from weakdml.engine import dist
 from weakdml.engine.checkpoint import load_checkpoint, load_weights
 from weakdml.engine.environment import resolve_device
 from weakdml.engine.metrics_log import MetricsLog
@@ -187,9 +188,10 @@ def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
         log.info(f"training {cfg.train.method} on {cfg.data.dataset} ({task.name}): {len(data.train.labeled)} "
                  f"labelled, {len(data.val)} validation, {len(data.train.unlabeled)} unlabelled, {len(data.test)} "
                  f"test; device {device}; run directory {run_dir}")
-    write_text_atomic(run_dir / "config.yaml", cfg.dump())  # after a resumed run's checks: a refused one keeps its own
-    if not (run_dir / "split.json").is_file() or not resume:
-        data.split.save(run_dir / "split.json")
+    if dist.is_main():
+        write_text_atomic(run_dir / "config.yaml", cfg.dump())  # after a resumed run's checks: a refused one keeps its
+        if not (run_dir / "split.json").is_file() or not resume:
+            data.split.save(run_dir / "split.json")
     ctx = StageContext(data, device, task, monitor, MetricsLog(run_dir))
     kept = run_pipeline(pipeline, ctx, run_dir)
     method = pipeline.stages[kept].build(ctx)  # type: ignore[attr-defined]
@@ -197,7 +199,8 @@ def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
     rows = ctx.log.rows()
     metrics["train_seconds"] = sum(row["seconds"] for row in rows)  # over every session of the run
     metrics["epochs"] = pipeline.total_epochs
-    write_json_atomic(finished, metrics)
+    if dist.is_main():
+        write_json_atomic(finished, metrics)
     log.info(f"{task.primary_metric} {metrics.get(task.primary_metric, float('nan')):.4f} (best epoch "
              f"{metrics['best_epoch'] + 1})")
     return RunSummary(run_dir, metrics)

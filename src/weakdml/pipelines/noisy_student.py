@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from weakdml.config import Config, NSTConfig
 from weakdml.data.prepare import PreparedData
+from weakdml.engine import dist
 from weakdml.engine.checkpoint import load_checkpoint, save_atomic
 from weakdml.engine.stages import Stage, StageContext, StageResult, TrainStage
 from weakdml.errors import UserError
@@ -49,7 +50,9 @@ class PseudoLabelStage:
         method = self.teacher.build(ctx)
         method.load_state_dict(load_checkpoint(ctx.artifacts[f"{self.teacher.name}/weights"],
                                                map_location=ctx.device)["method"])
-        save_atomic(pseudo_labels(method, self.teacher.cfg.nst, self.round), directory / "pseudo_labels.pt")
+        pseudo = pseudo_labels(method, self.teacher.cfg.nst, self.round)
+        if dist.is_main():
+            save_atomic(pseudo, directory / "pseudo_labels.pt")
         return StageResult({"pseudo_labels": directory / "pseudo_labels.pt"})
 
 
