@@ -14,7 +14,7 @@ from weakdml.engine import compare as compare_module
 from weakdml.engine import run as run_module
 from weakdml.engine import trainer as trainer_module
 from weakdml.errors import UserError
-from weakdml.plots.tables import MethodRow, SeedResult, mean_std, rank, to_csv, to_latex, to_markdown, to_summary
+from weakdml.evaluation.tables import MethodRow, SeedResult, mean_std, rank, to_csv, to_latex, to_markdown, to_summary
 
 
 def make_row(method, accuracies, missing=()):

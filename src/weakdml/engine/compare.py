@@ -17,7 +17,7 @@ from weakdml.config import Config, build_config, same_setting, settings_with_rol
 from weakdml.engine import run
 from weakdml.engine.pipeline import method_names, sections_of
 from weakdml.errors import UserError
-from weakdml.plots.tables import MethodRow, SeedResult, write_tables
+from weakdml.evaluation.tables import MethodRow, SeedResult, write_tables
 
 log = logging.getLogger("weakdml")
 # Settings that may differ between the runs of one study (they do not change what is learned).
