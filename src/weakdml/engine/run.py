@@ -174,7 +174,7 @@ def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
     _attach_log_file(run_dir)
     finished = run_dir / "final_metrics.json"
     if resume and finished.is_file():
-        done = json.loads(finished.read_text()).get("epochs", pipeline.total_epochs)
+        done = json.loads(finished.read_text()).get("epochs") or len(MetricsLog(run_dir, tensorboard=False).rows())
         if done < pipeline.total_epochs:  # a finished run given more epochs or rounds is unfinished again
             finished.replace(run_dir / f"final_metrics-{done}-epochs.json")
         else:
