@@ -102,7 +102,32 @@ def test_loss_equals_pytorch_metric_learning_on_the_same_embeddings(name):
     expected = reference_loss(name, m)(z, batch.labels, mined)
     assert step["loss"].item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
     assert expected.item() > 0
-    assert 0 <= step["accuracy"].item() <= 1
+
+
+def plain_kernel_accuracy(m: DMLMethod, z: torch.Tensor, batch: Batch) -> float:
+    """The batch's accuracy of the kernel classifier over every other labelled image's centre (the bank holds fewer
+    than K centres), one sample and one class at a time, in float64."""
+    head, hits = m.head, []
+    for b in range(len(z)):
+        others = torch.tensor([j for j in range(len(head.centres)) if j != batch.index[b]])
+        d2 = ((z[b].double() - head.centres[others].double()) ** 2).sum(1)
+        kernel = torch.exp(-d2 / (2 * head.sigma.double() ** 2))
+        sums = torch.stack([kernel[head.centre_labels[others] == c].sum() for c in range(head.num_classes)])
+        hits.append(float(sums.argmax() == batch.labels[b]))
+    return sum(hits) / len(hits)
+
+
+def test_batch_accuracy_is_the_kernel_vote_over_the_other_labelled_images():
+    m, batch = tiny("contrastive", sigma=0.02)  # a narrow kernel: a near twin outweighs the other centres
+    z = m.model(batch.images.float() / 255).detach()
+    centres, labels = m.head.centres.clone(), m.head.centre_labels.clone()
+    others = [j for j in range(len(centres)) if j not in batch.index.tolist()]
+    for k, j in enumerate(others[:4]):  # a near twin of each of the first four batch images, with its label
+        centres[j], labels[j] = z[k] + 0.001, batch.labels[k]
+    m.head.refresh(centres, labels, epoch=0)
+    accuracy = m.training_step(batch)["accuracy"].item()
+    assert accuracy == pytest.approx(plain_kernel_accuracy(m, z, batch))
+    assert accuracy >= 0.5  # the twins are found
 
 
 def plain_triplet_loss(z: torch.Tensor, labels: torch.Tensor, margin: float, kind: str) -> torch.Tensor:

@@ -136,7 +136,8 @@ def test_online_variant_never_reads_unlabelled_labels():
 
 
 def student_after_one_round(unlabeled_labels: torch.Tensor, threshold: float = 0.3):
-    """A trained-for-2-epochs teacher, then begin_stage(1) and one student step; returns what depends on data."""
+    """A trained-for-2-epochs teacher, then begin_stage(1) and one student step; returns what depends on data: the
+    method, the step's losses and the teacher's probabilities on the unlabelled images."""
     torch.manual_seed(0)
     cfg = build_config(overrides={"method": "mbdml4", "epochs": 2, "nst_threshold": threshold, "seed": 0})
     data = prepare_data(cfg)
@@ -152,12 +153,13 @@ def student_after_one_round(unlabeled_labels: torch.Tensor, threshold: float = 0
             opt.zero_grad()
             method.training_step(batch)["loss"].backward()
             opt.step()
+    teacher_probs = method.predict_all(unlabeled.images).softmax(1)
     method.begin_stage(1)
     method.train()
     method.seed_epoch(2)
     method.on_epoch_start(2)
     batch = next(iter(method.batches(2)))
-    return method, method.training_step(batch)
+    return method, method.training_step(batch), teacher_probs
 
 
 def test_unlabelled_labels_are_never_read():
@@ -168,19 +170,21 @@ def test_unlabelled_labels_are_never_read():
     pool = prepare_data(cfg).bundle.train.labels
     true_labels = pool[torch.tensor(data.split.unlabeled)]
     garbage = torch.randint(0, 10, true_labels.shape, generator=torch.Generator().manual_seed(9))
-    a, losses_a = student_after_one_round(true_labels)
-    b, losses_b = student_after_one_round(garbage)
+    a, losses_a, _ = student_after_one_round(true_labels)
+    b, losses_b, _ = student_after_one_round(garbage)
     assert a.pseudo_mask.any()
     assert torch.equal(a.pseudo_mask, b.pseudo_mask) and torch.equal(a.pseudo_targets, b.pseudo_targets)
     assert torch.equal(losses_a["loss"], losses_b["loss"])
 
 
 def test_pseudo_labels_are_the_teachers_predictions_and_empty_set_is_handled(caplog):
-    method, losses = student_after_one_round(torch.full((1295,), -1), threshold=0.3)
-    kept = method.pseudo_mask
-    assert kept.any() and torch.isfinite(losses["loss"]) and "unlabeled" in losses
+    method, losses, teacher_probs = student_after_one_round(torch.full((1295,), -1), threshold=0.3)
+    confident = int((teacher_probs.max(1).values >= 0.3).sum())
+    assert 0 < confident < 1295 and int(method.pseudo_mask.sum()) == confident  # balancing keeps how many
+    assert torch.equal(method.pseudo_targets, F.one_hot(teacher_probs.argmax(1), 10).float())  # hard targets
+    assert losses["unlabeled"] > 0 and losses["loss"] > losses["unlabeled"]
     with caplog.at_level(logging.WARNING, logger="weakdml"):
-        empty, losses = student_after_one_round(torch.full((1295,), -1), threshold=1.01)
+        empty, losses, _ = student_after_one_round(torch.full((1295,), -1), threshold=1.01)
     assert not empty.pseudo_mask.any()
     assert "no unlabelled image" in caplog.text
     assert torch.isfinite(losses["loss"]) and "unlabeled" not in losses  # labelled-only student step

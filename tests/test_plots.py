@@ -133,4 +133,6 @@ def test_bad_input_is_one_line_user_error(run_dir, tmp_path, capsys, case):
     assert main(["plot", str(target), *extra, "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("weakdml: error:") and "\n" not in error
+    assert {"missing": "does not exist", "not-a-run": "neither a weakdml run directory",
+            "empty-metrics": "has no metrics yet", "bad-what": "unknown figure kind(s) histogram"}[case] in error
     assert not (tmp_path / "out").exists()
