@@ -152,7 +152,7 @@ def test_centres_that_require_gradients_are_refused():
 
 
 def test_bank_is_refreshed_every_update_interval_epochs():
-    """METHODS.md §1: the centres are re-embedded at epochs 0, k, 2k, ... and stay as they were in between; a reset
+    """docs/methods.md, NNGK: the centres are re-embedded at epochs 0, k, 2k, ... and stay as they were in between; a reset
     bank (a new noisy student) is rebuilt at the next epoch, and the schedule counts from there."""
     m, g = tiny_method("nngk", 12, 3, update_interval=3)
     m.on_epoch_start(0)

@@ -1,4 +1,4 @@
-"""MbDML4 = MbDML3 + Noisy Student Training (Xie et al., CVPR 2020; METHODS.md §3).
+"""MbDML4 = MbDML3 + Noisy Student Training (Xie et al., CVPR 2020; docs/methods.md, Noisy Student).
 
 Teacher–student (default): stage 0 trains a teacher with the MbDML3 loss on the labelled part. Each later stage
 (``--nst-rounds``) starts from the best-on-validation weights of the stage before, which label the unlabelled part:
