@@ -68,6 +68,14 @@ def first_of_each_method(runs: list[RunInfo]) -> list[RunInfo]:
     return list(chosen.values())
 
 
+def recorded_class_names(run_dir: Path) -> list[str] | None:
+    """The class names a run recorded in its ``split.json`` (a ``classes`` list), or None: names for figures that
+    need no model, without loading the data set."""
+    split = run_dir / "split.json"
+    classes = json.loads(split.read_text()).get("classes") if split.is_file() else None
+    return [str(name) for name in classes] if classes else None
+
+
 def snapshot_files(run_dir: Path) -> list[Path]:
     """The per-epoch embedding snapshots of a run, in epoch order."""
     return sorted((run_dir / "snapshots").glob("epoch_*.npz"))
