@@ -152,8 +152,8 @@ def test_centres_that_require_gradients_are_refused():
 
 
 def test_bank_is_refreshed_every_update_interval_epochs():
-    """docs/methods.md, NNGK: the centres are re-embedded at epochs 0, k, 2k, ... and stay as they were in between; a reset
-    bank (a new noisy student) is rebuilt at the next epoch, and the schedule counts from there."""
+    """docs/methods.md, NNGK: the centres are re-embedded at epochs 0, k, 2k, ... and stay as they were in between; a
+    reset bank (a new noisy student) is rebuilt at the next epoch, and the schedule counts from there."""
     m, g = tiny_method("nngk", 12, 3, update_interval=3)
     m.on_epoch_start(0)
     first = m.head.centres.clone()

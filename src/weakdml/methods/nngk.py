@@ -1,4 +1,5 @@
-"""NNGK training (docs/methods.md, NNGK): the negative log-likelihood of the Gaussian-kernel classifier over the bank."""
+"""NNGK training (docs/methods.md, NNGK): the negative log-likelihood of the Gaussian-kernel classifier over the
+bank."""
 
 from __future__ import annotations
 
