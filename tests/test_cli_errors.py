@@ -71,7 +71,8 @@ def test_missing_dataset_files_say_where_and_how(capsys, tmp_path):
 def test_empty_folder_and_corrupt_image(capsys, tmp_path):
     (tmp_path / "empty" / "train").mkdir(parents=True)
     (tmp_path / "empty" / "test").mkdir(parents=True)
-    run_error(capsys, ["train", "--dataset", "folder", "--data-root", str(tmp_path / "empty")])
+    empty = run_error(capsys, ["train", "--dataset", "folder", "--data-root", str(tmp_path / "empty")])
+    assert "has no class subfolders" in empty and str(tmp_path / "empty" / "train") in empty
     write_folder(tmp_path / "bad")
     (tmp_path / "bad" / "train" / "a" / "broken.png").write_bytes(b"not an image at all")
     assert "broken.png" in run_error(capsys, ["train", "--dataset", "folder", "--data-root", str(tmp_path / "bad")])
@@ -160,8 +161,10 @@ def test_evaluate_embeddings_command(capsys, tmp_path):
     assert "NaN" in run_error(capsys, ["evaluate-embeddings", str(tmp_path / "nan.npy"), str(tmp_path / "l.npy")])
     assert metrics["recall@1"] == 1.0 and metrics["nmi"] == pytest.approx(1.0)
     np.save(tmp_path / "short.npy", labels[:10])
-    run_error(capsys, ["evaluate-embeddings", str(tmp_path / "e.npy"), str(tmp_path / "short.npy")])
-    run_error(capsys, ["evaluate-embeddings", str(tmp_path / "missing.npy"), str(tmp_path / "l.npy")])
+    assert "10 entries but there are 60 embeddings" in run_error(
+        capsys, ["evaluate-embeddings", str(tmp_path / "e.npy"), str(tmp_path / "short.npy")])
+    missing = run_error(capsys, ["evaluate-embeddings", str(tmp_path / "missing.npy"), str(tmp_path / "l.npy")])
+    assert "cannot read" in missing and "missing.npy" in missing
 
 
 def test_a_run_whose_data_moved_is_evaluated_and_resumed_from_the_new_location(capsys, tmp_path):
@@ -172,7 +175,8 @@ def test_a_run_whose_data_moved_is_evaluated_and_resumed_from_the_new_location(c
     (tmp_path / "data").rename(tmp_path / "moved")
     assert "not found" in run_error(capsys, ["evaluate", str(run)])
     assert main(["evaluate", str(run), "--data-root", str(tmp_path / "moved"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["test_accuracy"] >= 0
+    saved = json.loads((run / "final_metrics.json").read_text())
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == pytest.approx(saved["test_accuracy"], abs=1e-6)
     assert main(["train", "--resume", str(run), "--data-root", str(tmp_path / "moved"), "--epochs", "2",
                  "--progress", "off"]) == 0
     assert build_config(run / "config.yaml").data.data_root == str(tmp_path / "moved")

@@ -69,7 +69,7 @@ def test_parse_seeds_and_methods():
     assert compare_module.parse_seeds("3") == [3]
     assert compare_module.parse_seeds("0-2, 7,1") == [0, 1, 2, 7]
     for bad in ("", "a", "5-2", "1,,2", "-3"):
-        with pytest.raises(UserError):
+        with pytest.raises(UserError, match="--seeds expects e.g. 0-9, 0,3,5 or 3; cannot read"):
             compare_module.parse_seeds(bad)
     assert compare_module.parse_methods("mixup,nngk") == ["mixup", "nngk"]
     with pytest.raises(UserError, match="unknown method.*nope.*choose from.*nngk"):
@@ -83,6 +83,7 @@ def test_compare_end_to_end_skips_finished_and_resumes_interrupted(tmp_path, mon
             "--snapshot-images", "0", "--progress", "off", "--out", str(out)]
     # An unknown method fails before anything is trained.
     assert main(args[:2] + ["nngk,bogus"] + args[3:]) == 2
+    assert "unknown method" in capsys.readouterr().err
     assert not out.exists()
 
     # First invocation: killed in nngk seed 1 right after its (only) epoch's checkpoint, before its final metrics.

@@ -151,7 +151,7 @@ def test_online_variant_never_reads_unlabelled_labels():
 
 def student_after_one_round(unlabeled_labels: torch.Tensor, threshold: float = 0.3):
     """A teacher trained for 2 epochs, its pseudo-labels and one step of its student; returns what depends on
-    data."""
+    data: the student, the step's losses and the teacher's probabilities on the unlabelled images."""
     cfg = build_config(overrides={"method": "mbdml4", "epochs": 2, "nst_threshold": threshold, "seed": 0})
     data = prepare_data(cfg)
     data.train = TrainData(data.train.labeled, ImageSet(torch.cat([data.train.unlabeled.load(torch.arange(
@@ -166,13 +166,14 @@ def student_after_one_round(unlabeled_labels: torch.Tensor, threshold: float = 0
             opt.zero_grad()
             method.training_step(load_batch(method, batch))["loss"].backward()
             opt.step()
+    teacher_probs = method.predict_all(data.train.unlabeled).softmax(1)
     pseudo = pseudo_labels(method, cfg.nst)
     student = build_method(cfg, NoisyStudent, data, torch.device("cpu"), pseudo=pseudo)
     student.train()
     student.seed_epoch(2)
     student.on_epoch_start(2)
     batch = load_batch(student, next(iter(student.batches(2))))
-    return student, student.training_step(batch)
+    return student, student.training_step(batch), teacher_probs
 
 
 def test_unlabelled_labels_are_never_read():
@@ -182,18 +183,21 @@ def test_unlabelled_labels_are_never_read():
     assert (data.train.unlabeled.labels == -1).all()  # what training code gets
     true_labels = data.bundle.train.labels[torch.tensor(data.split.unlabeled)]
     garbage = torch.randint(0, 10, true_labels.shape, generator=torch.Generator().manual_seed(9))
-    a, losses_a = student_after_one_round(true_labels)
-    b, losses_b = student_after_one_round(garbage)
+    a, losses_a, _ = student_after_one_round(true_labels)
+    b, losses_b, _ = student_after_one_round(garbage)
     assert a.mask.any()
     assert torch.equal(a.mask, b.mask) and torch.equal(a.targets, b.targets)
     assert torch.equal(losses_a["loss"], losses_b["loss"])
 
 
 def test_pseudo_labels_are_the_teachers_predictions_and_empty_set_is_handled(caplog):
-    student, losses = student_after_one_round(torch.full((1295,), -1), threshold=0.3)
-    assert student.mask.any() and torch.isfinite(losses["loss"]) and "unlabeled" in losses
+    student, losses, teacher_probs = student_after_one_round(torch.full((1295,), -1), threshold=0.3)
+    confident = int((teacher_probs.max(1).values >= 0.3).sum())
+    assert 0 < confident < 1295 and int(student.mask.sum()) == confident  # balancing keeps how many
+    assert torch.equal(student.targets, F.one_hot(teacher_probs.argmax(1), 10).float())  # hard targets
+    assert losses["unlabeled"] > 0 and losses["loss"] > losses["unlabeled"]
     with caplog.at_level(logging.WARNING, logger="weakdml"):
-        empty, losses = student_after_one_round(torch.full((1295,), -1), threshold=1.01)
+        empty, losses, _ = student_after_one_round(torch.full((1295,), -1), threshold=1.01)
     assert not empty.mask.any()
     assert "no unlabelled image" in caplog.text
     assert torch.isfinite(losses["loss"]) and "unlabeled" not in losses  # labelled-only student step

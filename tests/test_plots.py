@@ -12,8 +12,10 @@ from tiny import metric_rows
 
 from weakdml.cli import main
 from weakdml.config import build_config
+from weakdml.engine import run as run_module
 from weakdml.engine.run import train
 from weakdml.plots import make_plots
+from weakdml.plots import tsne as tsne_module
 from weakdml.plots.curves import plot_curves, round_starts
 from weakdml.plots.runs import RunInfo, find_runs, first_of_each_method
 from weakdml.plots.tsne import align, pick_frames, tsne_2d
@@ -92,6 +94,30 @@ def test_plot_writes_every_figure_of_a_run(run_dir, tmp_path, capsys):
     assert_image(expected[3], "PNG", (900, 800))
 
 
+def test_the_animation_alone_takes_class_names_from_the_run_without_loading_data_or_model(run_dir, tmp_path,
+                                                                                          monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    names = [str(c) for c in range(10)]  # digits' classes, as the run recorded them
+    assert json.loads((run / "classes.json").read_text()) == names
+    seen = {}
+
+    def record(run_dir, path, class_names=None, *args, **kwargs):
+        seen["class_names"] = class_names
+        return path
+
+    def fail(*_, **__):
+        raise AssertionError("the animation needs neither the data nor the model")
+
+    monkeypatch.setattr(tsne_module, "animate_tsne", record)
+    monkeypatch.setattr(run_module, "load_run", fail)
+    assert make_plots([run], tmp_path / "out", what=["gif"]) == [tmp_path / "out" / "run-tsne.gif"]
+    assert seen["class_names"] == names
+    (run / "split.json").write_text(json.dumps(split))  # a run that recorded none: the animation numbers the classes
+    make_plots([run], tmp_path / "out", what=["gif"])
+    assert seen["class_names"] is None
+
+
 def test_curves_of_two_methods_and_seeds(run_dir, tmp_path):
     runs = [*find_runs(run_dir),
             *find_runs(fake_run(run_dir, tmp_path / "b", "mbdml3", seed=1)),
@@ -133,4 +159,6 @@ def test_bad_input_is_one_line_user_error(run_dir, tmp_path, capsys, case):
     assert main(["plot", str(target), *extra, "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("weakdml: error:") and "\n" not in error
+    assert {"missing": "does not exist", "not-a-run": "neither a weakdml run directory",
+            "empty-metrics": "has no metrics yet", "bad-what": "unknown figure kind(s) histogram"}[case] in error
     assert not (tmp_path / "out").exists()

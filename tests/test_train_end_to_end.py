@@ -1,4 +1,4 @@
-"""`weakdml train` end to end on the embedded digits: the default run learns (beats raw-pixel 1-NN), every method
+"""`weakdml train` end to end on the embedded digits: the default run learns (beats raw-pixel 1-NN; slow), every method
 learns, training resumes exactly, and a run directory is complete and re-evaluable."""
 
 import json
@@ -27,14 +27,23 @@ def raw_pixel_1nn_accuracy(seed: int) -> float:
     return model.score(flat(data.test), data.test.labels.numpy())
 
 
+@pytest.mark.slow
 def test_default_training_beats_raw_pixel_nearest_neighbour(tmp_path, capsys):
+    """`make train` (NNGK, 100 epochs on digits, 10 % labels): 3 points above 1-NN on the raw pixels of the same
+    labelled images (measured: 95.6 % against 88.6 %; about 45 s on two idle cores)."""
     assert main(["train", "--out", str(tmp_path / "run"), "--progress", "off"]) == 0
-    printed = capsys.readouterr().out
-    accuracy = float(printed.split("test accuracy:")[1].split()[0])
+    accuracy = float(capsys.readouterr().out.split("test accuracy:")[1].split()[0])
     baseline = raw_pixel_1nn_accuracy(seed=0)
     assert 0.8 < baseline < 0.95
     assert accuracy >= baseline + 0.03, (accuracy, baseline)
+
+
+def test_a_run_directory_is_complete_and_evaluate_recomputes_its_metrics(tmp_path, capsys):
+    """The default run for two epochs: every file of a run directory, the best row is the best validation accuracy,
+    and `weakdml evaluate` gives the saved test metrics again from best.pt."""
     run = tmp_path / "run"
+    assert main(["train", "--epochs", "2", "--out", str(run), "--progress", "off"]) == 0
+    accuracy = float(capsys.readouterr().out.split("test accuracy:")[1].split()[0])
     for name in ("config.yaml", "split.json", "metrics.csv", "metrics.jsonl", "last.pt", "best.pt",
                  "final_metrics.json", "train.log", "snapshots/epoch_0000.npz"):
         assert (run / name).is_file(), name
@@ -44,12 +53,10 @@ def test_default_training_beats_raw_pixel_nearest_neighbour(tmp_path, capsys):
     best_rows = [r for r in rows if r["best"]]
     assert best_rows[-1]["epoch"] == final["best_epoch"]
     assert max(r["val_accuracy"] for r in rows) == pytest.approx(best_rows[-1]["val_accuracy"])
-    # evaluate recomputes the same test metrics from the saved best model
     assert main(["evaluate", str(run), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["test_accuracy"] == pytest.approx(final["test_accuracy"], abs=1e-6)
     assert again["test_knn_accuracy"] == pytest.approx(final["test_knn_accuracy"], abs=1e-6)
-
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

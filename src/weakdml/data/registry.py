@@ -34,7 +34,7 @@ _DATASETS: dict[str, tuple[Callable[[DataConfig], DataBundle], Callable[[DataCon
 }
 DATASET_NAMES: tuple[str, ...] = tuple(_DATASETS)
 # Used when --input-size is not given: the 8x8 digits are upsampled, because the small CNN learns them much better
-# at 16 px (NNGK with 10 % labels: about 92 % at 8 px, 96 % at 16 px). Other sets keep their native size.
+# at 16 px (docs/results.md, design decisions). Other sets keep their native size.
 DEFAULT_INPUT_SIZE = {"digits": 16}
 
 

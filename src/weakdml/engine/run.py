@@ -192,6 +192,7 @@ def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
         write_text_atomic(run_dir / "config.yaml", cfg.dump())  # after a resumed run's checks: a refused one keeps its
         if not (run_dir / "split.json").is_file() or not resume:
             data.split.save(run_dir / "split.json")
+        write_json_atomic(run_dir / "classes.json", data.bundle.test_classes or data.bundle.classes)  # for plots
     ctx = StageContext(data, device, task, monitor, MetricsLog(run_dir))
     kept = run_pipeline(pipeline, ctx, run_dir)
     method = pipeline.stages[kept].build(ctx)  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""The MbDML paper's deep-metric-learning baselines (METHODS.md §3), with pytorch-metric-learning's losses.
+"""The MbDML paper's deep-metric-learning baselines, with pytorch-metric-learning's losses (docs/methods.md, DML).
 
 ``contrastive`` (ContrastiveLoss), ``proxy-anchor`` (ProxyAnchorLoss, learnable proxies), ``soft-triple``
 (SoftTripleLoss, learnable centres), ``supcon`` (SupConLoss) and ``triplet`` (TripletMarginLoss on the triplets of a

@@ -1,14 +1,14 @@
-"""MbDML 1–3 (Buris et al., ICIP 2022; METHODS.md §3): NNGK combined with Mixup.
+"""MbDML 1–3 (Buris et al., ICIP 2022; docs/methods.md, MbDML): NNGK combined with Mixup.
 
-- MbDML1: β·NLL_NNGK(f(x), y) + s·MixupCE(g(f(x̃))) with a linear head g (the original applied the cross-entropy to
-  raw backbone features, indexing feature channels by class).
+- MbDML1: β·NLL_NNGK(f(x), y) + s·MixupCE(g(f(x̃))) with a linear head g (the original applied the
+  cross-entropy to raw backbone features, indexing feature channels by class).
 - MbDML2: s·[λ·NLL_NNGK(f(x̃), y) + (1 − λ)·NLL_NNGK(f(x̃), y[perm])]. The mixed embedding is scored against the
   bank, leaving out the centres of the images it was made of: against every centre (``--mixed-neighbours all``, the
   default) or its K nearest (``bank``); ``original`` reuses the neighbour list of the un-permuted sample, as the
   original code did. With K nearest, a mixed sample between two well-separated classes often has no neighbour of one
   of them; that class's likelihood then sits at the 1e-10 floor, the loss stays high and its gradient pulls the
-  classes together (on Fashion-MNIST MbDML3's validation accuracy fell from 75 % to 56 % in two epochs); every centre
-  keeps both classes in the sum.
+  classes together (MbDML3's validation accuracy collapsed: docs/results.md, design decisions); every centre keeps
+  both classes in the sum.
 - MbDML3: β·NLL_NNGK(f(x), y) + s·[MbDML2 term].
 All predict with the NNGK classifier. With λ = 1 (α ≤ 0) the mixed terms reduce to NNGK.
 """

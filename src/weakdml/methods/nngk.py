@@ -1,4 +1,5 @@
-"""NNGK training (METHODS.md §1): the negative log-likelihood of the Gaussian-kernel classifier over the bank."""
+"""NNGK training (docs/methods.md, NNGK): the negative log-likelihood of the Gaussian-kernel classifier over the
+bank."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class NNGK(Method):
 def current_centres_scorer(method: Method, head: NNGKHead) -> Scorer:
     """The kernel classifier over the labelled images embedded by the current model, leaving the training bank as
     it is. The bank is refreshed only at epoch starts (or every ``update_interval`` epochs), and comparing new
-    embeddings with centres of an older network costs much accuracy (docs/results.md)."""
+    embeddings with centres of an older network costs much accuracy
+    (docs/results.md, design decisions)."""
     centres = method.embed_all(method.data.labeled)
     return lambda embeddings: head.query_log_scores(embeddings, centres=centres)

@@ -59,8 +59,8 @@ class NeighbourDots(torch.autograd.Function):
 
     Forward: one product with the whole bank, then a gather, unless the (batch, bank) product would exceed
     ``MATMUL_LIMIT`` entries (then the neighbours are gathered and multiplied). Backward: ∂L/∂z_b = Σ_k g_bk c_{j_bk}
-    as a weighted ``embedding_bag`` sum, instead of autograd's (B, N) mostly-zero product with the bank (3× faster at
-    batch 32, 2,048-d, 5,000 centres). The centres must be constants (a no-gradient bank).
+    as a weighted ``embedding_bag`` sum, instead of autograd's (B, N) mostly-zero product with the bank (faster:
+    docs/results.md, design decisions). The centres must be constants (a no-gradient bank).
     """
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""MbDML4 = MbDML3 + Noisy Student Training (Xie et al., CVPR 2020), teacher–student rounds (docs/methods.md).
+"""MbDML4 = MbDML3 + Noisy Student Training (Xie et al., CVPR 2020; docs/methods.md, Noisy Student).
 
 The pipeline (``weakdml.pipelines.noisy_student``) trains a teacher (``NoisyStudentTeacher``: the MbDML3 loss), has
 it pseudo-label the unlabelled part, and trains a student (``NoisyStudent``) on the labelled batches (MbDML3 loss),

@@ -2,8 +2,8 @@
 
 Inputs are float images in [0, 1]; per-channel mean and std of the training data are buffers of the model, so a saved
 model embeds new images without knowing the data set. The backbone runs in channels-last memory format: on CPU its
-max-pooling is otherwise several times slower on mixed (Mixup) images than on clean ones, which made a Mixup step cost
-1.4x a cross-entropy step; in channels-last both cost the same (and it is the format tensor cores prefer).
+max-pooling is otherwise several times slower on mixed (Mixup) images than on clean ones; in channels-last both cost
+the same (docs/results.md, design decisions), and it is the format tensor cores prefer.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from weakdml.errors import UserError
 from weakdml.plots.curves import plot_curves
-from weakdml.plots.runs import RunInfo, find_runs, first_of_each_method, snapshot_files
+from weakdml.plots.runs import RunInfo, find_runs, first_of_each_method, recorded_class_names, snapshot_files
 
 log = logging.getLogger("weakdml")
 FIGURES = ("curves", "tsne", "gif", "spaces")
@@ -59,9 +59,9 @@ def run_figures(run: RunInfo, out: Path, what: set[str], device: str = "cpu") ->
     title = f"{run.method} on {run.dataset} (seed {run.seed})"
     written: list[Path] = []
     data = method = None
-    if what & {"tsne", "spaces"} or (run.path / "best.pt").is_file():  # the GIF only needs it for class names
+    if what & {"tsne", "spaces"}:
         _, data, method, _ = load_run(run.path, device)
-    class_names = data.bundle.classes if data is not None else None
+    class_names = data.bundle.classes if data is not None else recorded_class_names(run.path)
     if "tsne" in what and method is not None and data is not None:
         embeddings = method.embed_all(data.test).cpu().numpy()
         written.append(plot_tsne(embeddings, data.test.labels.numpy(), data.bundle.classes,

@@ -68,6 +68,17 @@ def first_of_each_method(runs: list[RunInfo]) -> list[RunInfo]:
     return list(chosen.values())
 
 
+def recorded_class_names(run_dir: Path) -> list[str] | None:
+    """The names of the test images' classes a run recorded (``classes.json``), or None: names for figures that
+    need no model, without loading the data set."""
+    path = run_dir / "classes.json"
+    try:
+        classes = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except ValueError:
+        return None
+    return [str(name) for name in classes] if isinstance(classes, list) else None
+
+
 def snapshot_files(run_dir: Path) -> list[Path]:
     """The per-epoch embedding snapshots of a run, in epoch order."""
     return sorted((run_dir / "snapshots").glob("epoch_*.npz"))

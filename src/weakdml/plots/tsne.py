@@ -26,7 +26,8 @@ MAX_FRAMES = 20
 def tsne_2d(x: np.ndarray, seed: int = 0, init: np.ndarray | None = None, iterations: int = 1000) -> np.ndarray:
     """2-D t-SNE coordinates (N, 2) of features (N, D): PCA-initialised unless ``init`` (N, 2) is given.
 
-    Runs on one thread: on a shared CPU, sklearn's OpenMP threads spin-wait and make a 400-point t-SNE 10× slower.
+    Runs on one thread: on a shared CPU, sklearn's OpenMP threads spin-wait and make a small t-SNE many times slower
+    (docs/results.md, design decisions).
     """
     x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
     if x.shape[1] > 50 and len(x) > 50:  # the usual PCA to 50 dimensions first: faster, less noise
