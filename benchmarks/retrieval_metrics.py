@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from results_io import save
+
 CASES = {"sop": (512, 11_000), "fashion": (128, 10)}  # dim, classes at 60,000 embeddings
 SIDES = ("pml", "api", "report")
 KEYS = ("precision@1", "r_precision", "map@r", "nmi")
@@ -146,12 +148,7 @@ def main() -> None:
         result["cases"][case] = {side: measure(side, case, args.n, pml_limit if side == "pml" else None)
                                  for side in SIDES}
         print(case, json.dumps(result["cases"][case]), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "retrieval_metrics.json").write_text(json.dumps(result, indent=2))
-    text = markdown(result)
-    (out / "retrieval_metrics.md").write_text(text)
-    print(text)
+    save(args.out, "retrieval_metrics", result, markdown(result))
 
 
 if __name__ == "__main__":
