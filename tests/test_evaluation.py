@@ -160,6 +160,32 @@ def test_retrieval_matches_pml_query_vs_ref():
         assert ours[key] == pytest.approx(value, abs=1e-9), key
 
 
+@pytest.mark.parametrize("chunk_size", [4096, 37])
+def test_retrieval_matches_pml_with_large_r(chunk_size):
+    x, y = blobs(1500, 3, spread=0.6, seed=21)  # R about 500 per query, streamed in chunks of queries
+    ours = retrieval_metrics(x, y, chunk_size=chunk_size)
+    ref = pml_metrics(x, y)
+    assert 0.2 < ref["map@r"] < 0.9 and count_relevant(y, y, exclude_self=True).min() > 400
+    for key, value in ref.items():
+        assert ours[key] == pytest.approx(value, abs=1e-6), key  # float ties: 1e-6
+    q, ql, r, rl = x[:400], y[:400], x[400:], y[400:]
+    ours, ref = retrieval_metrics(q, ql, r, rl, chunk_size=chunk_size), pml_metrics(q, ql, r, rl, False)
+    for key, value in ref.items():
+        assert ours[key] == pytest.approx(value, abs=1e-6), key  # float ties: 1e-6
+    report = evaluate_embeddings(x, y, cluster=False)
+    assert all(report[key] == pytest.approx(value, abs=1e-12) for key, value in retrieval_metrics(x, y).items())
+
+
+@pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed")
+@pytest.mark.parametrize("with_refs", [False, True])
+def test_retrieval_faiss_matches_torch(with_refs):
+    x, y = blobs(700, 4, spread=1.0, seed=22)
+    args = (x[:300], y[:300], x[300:], y[300:]) if with_refs else (x, y)
+    torch_metrics = retrieval_metrics(*args, chunk_size=64)
+    faiss_metrics = retrieval_metrics(*args, chunk_size=64, backend="faiss")
+    assert all(faiss_metrics[key] == pytest.approx(value, abs=1e-6) for key, value in torch_metrics.items())  # ties
+
+
 def test_recall_at_k_matches_loop():
     g = torch.Generator().manual_seed(10)
     ql, nbr = torch.randint(0, 4, (50,), generator=g), torch.randint(0, 4, (50, 6), generator=g)

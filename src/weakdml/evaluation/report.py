@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import torch
+
 from weakdml.errors import UserError
 from weakdml.evaluation.classification import accuracy, knn_vote
 from weakdml.evaluation.clustering import ari, clustering_accuracy, kmeans, nmi
-from weakdml.evaluation.knn import ArrayLike, Backend, as_queries_and_refs, knn_search
-from weakdml.evaluation.retrieval import count_relevant, retrieval_metrics_from_neighbours
+from weakdml.evaluation.knn import ArrayLike, Backend, as_queries_and_refs
+from weakdml.evaluation.retrieval import RetrievalSums, count_relevant, ranked_neighbour_labels
 
 
 def evaluate_embeddings(
@@ -27,18 +29,19 @@ def evaluate_embeddings(
 
     With refs, the embeddings are queries searched against the refs; without, each embedding is searched among the
     others (leave-one-out). Clustering is k-means on ``embeddings`` with as many clusters as classes. One neighbour
-    search serves every kNN metric.
+    search, streamed chunk by chunk of queries, serves every kNN metric, so memory stays bounded whatever R is.
     """
     if not recall_ks or min(recall_ks) < 1 or knn_k < 1:
         raise UserError("the K values of Recall@K (--recall-k) and of the kNN vote (--knn-k) must be positive "
                         "integers")
     q, ql, r, rl, loo = as_queries_and_refs(embeddings, labels, ref_embeddings, ref_labels)
     num_relevant = count_relevant(ql, rl, exclude_self=loo)  # (Q,) R per query
-    k = max(knn_k, max(recall_ks), int(num_relevant.max()))
-    _, idx = knn_search(q, r, k, exclude_self=loo, backend=backend)  # (Q, k)
-    nbr = rl.to(idx.device)[idx]  # (Q, k) neighbour labels
-    metrics = {"knn_accuracy": accuracy(knn_vote(nbr[:, :knn_k]), ql)}
-    metrics.update(retrieval_metrics_from_neighbours(ql, nbr, num_relevant, recall_ks))
+    sums, votes = RetrievalSums(recall_ks), []
+    wanted = num_relevant.clamp_min(max(knn_k, max(recall_ks)))
+    for rows, nbr in ranked_neighbour_labels(q, r, rl, wanted, exclude_self=loo, backend=backend):  # (C, K_c)
+        votes.append(knn_vote(nbr[:, :knn_k]))
+        sums.add(ql[rows], nbr, num_relevant[rows])
+    metrics = {"knn_accuracy": accuracy(torch.cat(votes), ql), **sums.result()}
     if cluster:
         n_classes = int(ql.unique().numel())
         clusters = kmeans(q, n_classes, seed, backend="faiss" if backend == "faiss" else "sklearn")

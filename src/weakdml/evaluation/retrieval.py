@@ -7,7 +7,8 @@ leave-one-out), and queries with R = 0 are left out of every retrieval metric.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -35,7 +36,7 @@ def precision_at_1(query_labels: ArrayLike, neighbour_labels: ArrayLike) -> floa
 
 
 def _relevance(neighbour_labels: ArrayLike, query_labels: ArrayLike, num_relevant: ArrayLike):
-    """Hits, R per query (Q,) and the mask of the first R ranks (Q, K); checks that K covers every R."""
+    """Hits within the first R ranks (Q, K) and R per query (Q,); checks that K covers every R."""
     hit = _hits(query_labels, neighbour_labels)
     r = torch.as_tensor(num_relevant, device=hit.device).long()
     if r.shape != hit.shape[:1] or (r < 1).any():
@@ -43,22 +44,29 @@ def _relevance(neighbour_labels: ArrayLike, query_labels: ArrayLike, num_relevan
     if r.max() > hit.shape[1]:
         raise UserError(f"R-precision and MAP@R need {int(r.max())} neighbours per query, got {hit.shape[1]}")
     ranks = torch.arange(hit.shape[1], device=hit.device)  # (K,)
-    return hit, r, ranks.unsqueeze(0) < r.unsqueeze(1)
+    return hit & (ranks.unsqueeze(0) < r.unsqueeze(1)), r
+
+
+def _r_precision_per_query(hit_in_r: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """(Q,) same-label items among the first R neighbours, over R."""
+    return hit_in_r.sum(1).double() / r
+
+
+def _average_precision_per_query(hit_in_r: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """(Q,) (1/R) * sum over hits at ranks i <= R of the precision at rank i."""
+    ranks = torch.arange(1, hit_in_r.shape[1] + 1, device=hit_in_r.device)  # (K,)
+    precision = hit_in_r.cumsum(1).double() / ranks  # (Q, K) precision at each rank
+    return (precision * hit_in_r).sum(1) / r
 
 
 def r_precision(query_labels: ArrayLike, neighbour_labels: ArrayLike, num_relevant: ArrayLike) -> float:
     """Mean over queries of (same-label items among the first R neighbours) / R."""
-    hit, r, first_r = _relevance(neighbour_labels, query_labels, num_relevant)
-    return ((hit & first_r).sum(1).double() / r).mean().item()
+    return _r_precision_per_query(*_relevance(neighbour_labels, query_labels, num_relevant)).mean().item()
 
 
 def map_at_r(query_labels: ArrayLike, neighbour_labels: ArrayLike, num_relevant: ArrayLike) -> float:
     """Mean Average Precision at R: mean over queries of (1/R) * sum over hits i <= R of precision at rank i."""
-    hit, r, first_r = _relevance(neighbour_labels, query_labels, num_relevant)
-    hit = hit & first_r
-    ranks = torch.arange(1, hit.shape[1] + 1, device=hit.device)  # (K,)
-    precision = hit.cumsum(1).double() / ranks  # (Q, K) precision at each rank
-    return ((precision * hit).sum(1) / r).mean().item()
+    return _average_precision_per_query(*_relevance(neighbour_labels, query_labels, num_relevant)).mean().item()
 
 
 def count_relevant(query_labels: ArrayLike, ref_labels: ArrayLike, *, exclude_self: bool = False) -> torch.Tensor:
@@ -71,23 +79,98 @@ def count_relevant(query_labels: ArrayLike, ref_labels: ArrayLike, *, exclude_se
     return torch.where(found, counts[pos], 0) - int(exclude_self)
 
 
+class RetrievalSums:
+    """Recall@K, Precision@1, R-Precision and MAP@R summed over query chunks, so that no (Q, R) list is ever whole.
+
+    Queries with R = 0 are left out (NaN if none is left), as in pytorch-metric-learning.
+    """
+
+    def __init__(self, ks: Sequence[int]) -> None:
+        self.names = [f"recall@{k}" for k in ks] + ["precision@1", "r_precision", "map@r"]
+        self.ks, self.sums, self.count = tuple(ks), torch.zeros(len(self.names), dtype=torch.float64), 0
+
+    def add(self, query_labels: ArrayLike, neighbour_labels: ArrayLike, num_relevant: ArrayLike) -> None:
+        """One chunk: query labels (C,), ranked neighbour labels (C, K >= max R), R per query (C,)."""
+        q, n = torch.as_tensor(query_labels), torch.as_tensor(neighbour_labels)
+        r = torch.as_tensor(num_relevant).to(q.device)
+        keep = r > 0
+        if not keep.any():
+            return
+        q, n, r = q[keep], n[keep.to(n.device)], r[keep]
+        hit = _hits(q, n)
+        hit_in_r, r = _relevance(n, q, r)
+        per_query = [hit[:, :k].any(1).double() for k in self.ks]
+        per_query.append(hit[:, 0].double())
+        per_query += [_r_precision_per_query(hit_in_r, r), _average_precision_per_query(hit_in_r, r)]
+        self.sums += torch.stack([v.sum() for v in per_query]).cpu()
+        self.count += len(q)
+
+    def result(self) -> dict[str, float]:
+        means = (self.sums / self.count).tolist() if self.count else [float("nan")] * len(self.names)
+        return dict(zip(self.names, means))
+
+
 def retrieval_metrics_from_neighbours(
     query_labels: ArrayLike, neighbour_labels: ArrayLike, num_relevant: ArrayLike, ks: Sequence[int] = (1, 2, 4, 8)
 ) -> dict[str, float]:
     """All retrieval metrics from ranked neighbour labels (Q, K >= max R); queries with R = 0 are left out (NaN if
     none is left), as in pytorch-metric-learning."""
-    q, n = torch.as_tensor(query_labels), torch.as_tensor(neighbour_labels)
-    r = torch.as_tensor(num_relevant).to(q.device)
-    keep = r > 0
-    if not keep.any():
-        names = [f"recall@{k}" for k in ks] + ["precision@1", "r_precision", "map@r"]
-        return dict.fromkeys(names, float("nan"))
-    q, n, r = q[keep], n[keep.to(n.device)], r[keep]
-    out = {f"recall@{k}": v for k, v in recall_at_k(q, n, ks).items()}
-    out["precision@1"] = precision_at_1(q, n)
-    out["r_precision"] = r_precision(q, n, r)
-    out["map@r"] = map_at_r(q, n, r)
-    return out
+    sums = RetrievalSums(ks)
+    sums.add(query_labels, neighbour_labels, num_relevant)
+    return sums.result()
+
+
+def ranked_neighbour_labels(
+    queries: torch.Tensor,
+    refs: torch.Tensor,
+    ref_labels: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    exclude_self: bool = False,
+    backend: Backend = "torch",
+    chunk_size: int = 4096,
+    max_block: int = 2**26,
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Per chunk of queries: (its rows, the labels of its nearest refs (C, K_c), nearest first), where K_c is the
+    largest ``k`` (Q,) of the chunk, clipped to the refs available. ``exclude_self``: query i is ref i.
+
+    The torch backend ranks each chunk against all refs at once (a (C, N) block of at most ``max_block`` distances,
+    by the same formula as :func:`knn_search`) with one top-k, so a query asking for R = 6,000 neighbours costs one
+    partial sort, not a merge per block of refs.
+    """
+    if backend not in ("torch", "faiss"):
+        raise UserError(f"unknown kNN backend {backend!r}: use 'torch' or 'faiss'")
+    refs, n = refs.to(queries.device, queries.dtype), len(refs)
+    rows = max(1, min(chunk_size, max_block // n))
+    r_sq = (refs * refs).sum(1)  # (N,)
+    for start in range(0, len(queries), rows):
+        qc = queries[start : start + rows]  # (C, D)
+        kc = min(int(k[start : start + rows].max()), n - int(exclude_self))
+        if backend == "faiss":
+            idx = _faiss_chunk(qc, refs, kc, start if exclude_self else None)
+        else:
+            with _exact(qc.device):
+                d = ((qc * qc).sum(1, keepdim=True) + r_sq - 2.0 * qc @ refs.T).clamp_min_(0)  # (C, N)
+            if exclude_self:
+                own = torch.arange(start, start + len(qc), device=d.device)
+                d[own - start, own] = float("inf")
+            idx = d.topk(kc, dim=1, largest=False, sorted=True).indices  # (C, K_c)
+        yield slice(start, start + len(qc)), ref_labels.to(idx.device)[idx]
+
+
+def _exact(device: torch.device) -> AbstractContextManager:
+    """Distances in the inputs' precision even inside autocast (training's, on CUDA); older torch lacks MPS autocast."""
+    return torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda") else nullcontext()
+
+
+def _faiss_chunk(qc: torch.Tensor, refs: torch.Tensor, k: int, self_start: int | None) -> torch.Tensor:
+    """Indices (C, k) of the k nearest refs by faiss; ``self_start``: query row i is ref self_start + i, dropped."""
+    if self_start is None:
+        return knn_search(qc, refs, k, backend="faiss")[1]
+    idx = knn_search(qc, refs, min(k + 1, len(refs)), backend="faiss")[1]  # (C, k + 1)
+    drop = idx == torch.arange(self_start, self_start + len(qc), device=idx.device).unsqueeze(1)
+    drop[~drop.any(1), -1] = True  # self not found (ties with duplicates): drop the farthest instead
+    return idx[~drop].view(len(qc), -1)
 
 
 def retrieval_metrics(
@@ -102,10 +185,16 @@ def retrieval_metrics(
 ) -> dict[str, float]:
     """Recall@K, Precision@1, R-Precision and MAP@R of queries against refs (leave-one-out within queries if no refs).
 
-    Searches max(R, max ks) neighbours so that R-Precision and MAP@R are exact.
+    Each query's neighbours are ranked up to max(R, max ks), so R-Precision and MAP@R are exact; the metrics are
+    summed chunk by chunk, so memory stays bounded whatever R is.
     """
     q, ql, r, rl, loo = as_queries_and_refs(queries, query_labels, refs, ref_labels)
-    num_relevant = count_relevant(ql, rl, exclude_self=loo)
-    k = max(int(num_relevant.max()), max(ks))
-    _, idx = knn_search(q, r, k, exclude_self=loo, backend=backend, chunk_size=chunk_size)
-    return retrieval_metrics_from_neighbours(ql, rl.to(idx.device)[idx], num_relevant, ks)
+    if not ks or min(ks) < 1:
+        raise UserError(f"the K values of Recall@K must be positive integers, got {tuple(ks)}")
+    num_relevant = count_relevant(ql, rl, exclude_self=loo)  # (Q,)
+    sums = RetrievalSums(ks)
+    wanted = num_relevant.clamp_min(max(ks))
+    for rows, nbr in ranked_neighbour_labels(q, r, rl, wanted, exclude_self=loo, backend=backend,
+                                             chunk_size=chunk_size):
+        sums.add(ql[rows], nbr, num_relevant[rows])
+    return sums.result()
