@@ -58,8 +58,6 @@ def embeddings(case: str, n: int):
 def worker(side: str, case: str, n: int) -> dict:
     """One measurement in this process: seconds, peak resident memory (GB) and the metric values."""
     import numpy as np
-    import torch
-
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
     from weakdml.evaluation import evaluate_embeddings, kmeans, nmi, retrieval_metrics

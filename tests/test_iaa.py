@@ -267,7 +267,6 @@ def test_lambda_schedule_and_errors():
 def test_readme_example():
     # the README's example (docs: /work/scratch/iaa/README_snippet.md), on random data
     from pytorch_metric_learning.losses import MultiSimilarityLoss
-    from pytorch_metric_learning.miners import MultiSimilarityMiner
 
     from weakdml.losses import IAALoss, MDRLoss, iaa_lambda
 
