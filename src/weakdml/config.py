@@ -339,7 +339,8 @@ def config_from_flat(values: dict[str, Any]) -> Config:
         sections[section_name][name] = value
     config = Config(**{name: SECTIONS[name](**kw) for name, kw in sections.items()})
     validate(config)
-    for name in (*settings_with_role("location"), "split", "pretrained", "cache_dir"):  # saved absolute: a run is evaluated and resumed from any folder
+    paths = (*settings_with_role("location"), "split", "pretrained", "cache_dir")
+    for name in paths:  # saved absolute: a run is evaluated and resumed from any folder
         section = getattr(config, known[name][0])
         if getattr(section, name):
             setattr(section, name, str(Path(getattr(section, name)).expanduser().absolute()))
@@ -363,7 +364,8 @@ def validate(config: Config) -> None:
     _check(0 <= d.labeled_fraction <= 1, f"--labeled-fraction must be in [0, 1], got {d.labeled_fraction}")
     _check(d.val_classes >= 0 and d.val_classes != 1, f"--val-classes must be 0 or at least 2 (with one class every "
            f"neighbour of a validation image is relevant), got {d.val_classes}")
-    _check(all(c >= 0 for c in d.train_classes), f"--train-classes are class indices (0, 1, ...), got {d.train_classes}")
+    _check(all(c >= 0 for c in d.train_classes),
+           f"--train-classes are class indices (0, 1, ...), got {d.train_classes}")
     _check(d.labels_per_class is None or d.labels_per_class >= 1,
            f"--labels-per-class must be at least 1, got {d.labels_per_class}")
     _check(0 <= d.val_fraction < 1, f"--val-fraction must be in [0, 1), got {d.val_fraction}")

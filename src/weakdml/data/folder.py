@@ -90,8 +90,9 @@ def load(cfg: DataConfig) -> DataBundle:
     n_train = sum(len(files) for files in train.values())
     if cfg.cache_dir:
         shape = header_shape(paths, cfg.input_size)
+        sides = ((paths[:n_train], labels_t[:n_train]), (paths[n_train:], labels_t[n_train:]))
         parts = [build_cache(part, part_labels, shape, Path(cfg.cache_dir), progress=True)
-                 for part, part_labels in ((paths[:n_train], labels_t[:n_train]), (paths[n_train:], labels_t[n_train:]))]
+                 for part, part_labels in sides]
     else:
         if cfg.input_size:
             check_image_memory(len(paths), 3, cfg.input_size, cfg.input_size)  # 3: at most, before reading says

@@ -65,8 +65,8 @@ class Split:
         if self.images_fingerprint is not None and self.images_fingerprint != images_fingerprint(images):
             raise UserError(
                 f"the split was made for other images of '{dataset}' (its labels match, the images or their size "
-                f"{'x'.join(map(str, tuple(images.shape)[-3:]))} do not; was --input-size the same?): if the data changed "
-                f"since, restore it; for other data make a new split with `weakdml split`"
+                f"{'x'.join(map(str, tuple(images.shape)[-3:]))} do not; was --input-size the same?): if the data "
+                f"changed since, restore it; for other data make a new split with `weakdml split`"
             )
 
 
@@ -148,7 +148,8 @@ def make_split(
     labels_np = labels.numpy()
     classes, counts = np.unique(labels_np, return_counts=True)
     if not 0 <= val_classes < len(classes):
-        raise UserError(f"--val-classes {val_classes} must leave at least one of the {len(classes)} classes to train on")
+        raise UserError(f"--val-classes {val_classes} must leave at least one of the {len(classes)} classes to train "
+                        f"on")
     if labels_per_class is not None and (short := counts < labels_per_class).any():
         listed = ", ".join(f"{c} ({n})" for c, n in zip(classes[short][:10], counts[short][:10]))
         log.warning(f"--labels-per-class {labels_per_class} is more than {short.sum()} class(es) hold; all their "

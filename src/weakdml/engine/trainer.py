@@ -46,7 +46,8 @@ class Trainer:
     def __init__(self, cfg: Config, method: Method, task: Task, monitor: Monitor, data: PreparedData,
                  directory: Path, log_: MetricsLog, epochs: int, first_epoch: int = 0, stage: int = 0) -> None:
         self.cfg, self.method, self.task, self.monitor, self.data = cfg, method, task, monitor, data
-        self.directory, self.log, self.epochs, self.first_epoch, self.stage = directory, log_, epochs, first_epoch, stage
+        self.directory, self.log, self.epochs = directory, log_, epochs
+        self.first_epoch, self.stage = first_epoch, stage
         self.optimizer = build_optimizer(method.parameter_groups(), cfg.optim)
         self.start_epoch = first_epoch
         self.best: float | None = None

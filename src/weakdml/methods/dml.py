@@ -32,39 +32,24 @@ from weakdml.methods.nngk_head import NNGKHead
 from weakdml.models.embedding import EmbeddingNet
 
 
-def build_loss(name: str, cfg: DMLConfig, num_classes: int, dim: int) -> tuple[nn.Module, nn.Module | None]:
-    """The PML loss called ``name`` and its miner (None: the loss uses every pair/triplet of the batch)."""
-    if name == "contrastive":
-        loss = losses.ContrastiveLoss(pos_margin=cfg.contrastive_pos_margin, neg_margin=cfg.contrastive_neg_margin)
-        return loss, None
-    if name == "proxy-anchor":
-        return losses.ProxyAnchorLoss(num_classes, dim, margin=cfg.proxy_margin, alpha=cfg.proxy_alpha), None
-    if name == "soft-triple":
-        return losses.SoftTripleLoss(num_classes, dim, centers_per_class=cfg.centers_per_class, la=cfg.soft_triple_la,
-                                     gamma=cfg.soft_triple_gamma, margin=cfg.soft_triple_margin), None
-    if name == "supcon":
-        return losses.SupConLoss(temperature=cfg.supcon_temperature), None
-    if name == "triplet":
-        return (losses.TripletMarginLoss(margin=cfg.triplet_margin),
-                miners.TripletMarginMiner(margin=cfg.triplet_margin, type_of_triplets=cfg.triplet_miner))
-    raise ValueError(f"unknown DML loss {name!r}")
-
-
 class DMLMethod(Method):
     """A PML loss on m-per-class batches; the subclass names the loss. Predicts with the NNGK classifier."""
 
-    loss_name = ""
     sections = ("dml",)
 
     def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
         super().__init__(model, data, cfg)
         num_classes = int(data.labeled.labels.unique().numel())
         batch_shape(num_classes, cfg.train.batch_size, cfg.dml.m_per_class)  # fail now, not at the first epoch
-        self.loss, self.miner = build_loss(self.loss_name, cfg.dml, data.num_classes, model.dim)
+        self.loss, self.miner = self.build_loss(cfg.dml, data.num_classes, model.dim)
         n = cfg.nngk
         self.head = NNGKHead(len(data.labeled), model.dim, data.num_classes, n.neighbours, n.sigma)
         self.head.log_weights.requires_grad_(False)  # a fixed kernel classifier: not trained by the DML loss
         self.head.centre_labels.copy_(data.labeled.labels)  # its centres are embedded anew at each prediction
+
+    def build_loss(self, cfg: DMLConfig, num_classes: int, dim: int) -> tuple[nn.Module, nn.Module | None]:
+        """The PML loss and its miner (None: the loss uses every pair or triplet of the batch)."""
+        raise NotImplementedError
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         for idx in m_per_class_batches(self.data.labeled.labels, self.cfg.train.batch_size, self.cfg.dml.m_per_class,
@@ -86,20 +71,28 @@ class DMLMethod(Method):
 
 
 class Contrastive(DMLMethod):
-    loss_name = "contrastive"
+    def build_loss(self, cfg: DMLConfig, num_classes: int, dim: int) -> tuple[nn.Module, None]:
+        margins = {"pos_margin": cfg.contrastive_pos_margin, "neg_margin": cfg.contrastive_neg_margin}
+        return losses.ContrastiveLoss(**margins), None
 
 
 class ProxyAnchor(DMLMethod):
-    loss_name = "proxy-anchor"
+    def build_loss(self, cfg: DMLConfig, num_classes: int, dim: int) -> tuple[nn.Module, None]:
+        return losses.ProxyAnchorLoss(num_classes, dim, margin=cfg.proxy_margin, alpha=cfg.proxy_alpha), None
 
 
 class SoftTriple(DMLMethod):
-    loss_name = "soft-triple"
+    def build_loss(self, cfg: DMLConfig, num_classes: int, dim: int) -> tuple[nn.Module, None]:
+        return losses.SoftTripleLoss(num_classes, dim, centers_per_class=cfg.centers_per_class, la=cfg.soft_triple_la,
+                                     gamma=cfg.soft_triple_gamma, margin=cfg.soft_triple_margin), None
 
 
 class SupCon(DMLMethod):
-    loss_name = "supcon"
+    def build_loss(self, cfg: DMLConfig, num_classes: int, dim: int) -> tuple[nn.Module, None]:
+        return losses.SupConLoss(temperature=cfg.supcon_temperature), None
 
 
 class Triplet(DMLMethod):
-    loss_name = "triplet"
+    def build_loss(self, cfg: DMLConfig, num_classes: int, dim: int) -> tuple[nn.Module, nn.Module]:
+        return (losses.TripletMarginLoss(margin=cfg.triplet_margin),
+                miners.TripletMarginMiner(margin=cfg.triplet_margin, type_of_triplets=cfg.triplet_miner))

@@ -26,19 +26,18 @@ from weakdml.methods.mixing import mix, mixed_loss, sample_lambda
 from weakdml.methods.nngk import NNGK
 from weakdml.models.embedding import EmbeddingNet
 
-DEFAULT_SCALE_MIXUP = {"mbdml1": 2.0, "mbdml2": 2.0, "mbdml3": 2.0, "mbdml4": 1.0}  # the original README's commands
-
 
 class MbDML(NNGK):
     """Shared parts: λ and the permutation per batch, the mixed-through-NNGK term."""
 
     name = "mbdml"
+    default_scale_mixup = 2.0  # the original README's commands (MbDML1-3: 2, MbDML4: 1)
     sections = ("nngk", "mixup")
 
     @property
     def scale_mixup(self) -> float:
         given = self.cfg.mixup.scale_mixup
-        return DEFAULT_SCALE_MIXUP[self.name] if given is None else given
+        return self.default_scale_mixup if given is None else given
 
     def draw_mix(self, batch: Batch) -> tuple[float, torch.Tensor]:
         lam = sample_lambda(self.cfg.mixup.alpha, self.generator)

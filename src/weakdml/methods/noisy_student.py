@@ -51,6 +51,7 @@ class NoisyStudentTeacher(MbDML3):
     """The MbDML3 loss under MbDML4's name (its --scale-mixup default is the original's MbDML4 command's)."""
 
     name = "mbdml4"
+    default_scale_mixup = 1.0
     sections = ("nngk", "mixup", "nst")
 
 

@@ -5,5 +5,5 @@ from weakdml.data.sources.cache import CachedSource, build_cache, cache_key
 from weakdml.data.sources.files import FileSource
 from weakdml.data.sources.memory import ImageSet
 
-__all__ = ["CachedSource", "FileSource", "ImageSet", "ImageSource", "SourceView", "all_images", "build_cache", "cache_key",
-           "unlabeled", "view"]
+__all__ = ["CachedSource", "FileSource", "ImageSet", "ImageSource", "SourceView", "all_images", "build_cache",
+           "cache_key", "unlabeled", "view"]
