@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from weakdml.config import Config
+from weakdml.config import Config, snapshot_images
 from weakdml.data.types import ImageSet
 from weakdml.engine.checkpoint import load_checkpoint, save_atomic
 from weakdml.engine.environment import rng_state, set_rng_state
@@ -37,6 +37,9 @@ log = logging.getLogger("weakdml")
 class EvalResult:
     accuracy: float
     loss: float
+
+
+NOT_EVALUATED = EvalResult(math.nan, math.nan)  # the metrics of an epoch that --eval-every skips
 
 
 @torch.no_grad()
@@ -176,13 +179,14 @@ class Trainer:
                 self._begin_stage(stage)
             started = time.perf_counter()
             train_stats = self._train_epoch(epoch, quiet)
-            val, test = evaluate_accuracy(self.method, self.val, self.test)
+            evaluated = self.evaluates(epoch)
+            val, test = evaluate_accuracy(self.method, self.val, self.test) if evaluated else [NOT_EVALUATED] * 2
             row = {"epoch": epoch, "stage": stage, **{f"train_{k}": v for k, v in train_stats.items()},
                    "val_accuracy": val.accuracy, "val_loss": val.loss, "test_accuracy": test.accuracy,
                    "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
             self.scheduler.step()
-            improved = val.accuracy >= self.best or math.isnan(val.accuracy)
-            stage_improved = val.accuracy >= self.stage_best or math.isnan(val.accuracy)
+            improved = evaluated and (val.accuracy >= self.best or math.isnan(val.accuracy))
+            stage_improved = evaluated and (val.accuracy >= self.stage_best or math.isnan(val.accuracy))
             self.best = val.accuracy if improved else self.best
             self.stage_best = val.accuracy if stage_improved else self.stage_best
             state = self._state(epoch)
@@ -193,13 +197,18 @@ class Trainer:
                 save_atomic(best_state, self.run_dir / f"best-stage{stage}.pt")
             self.log.append(row | {"best": improved})
             save_atomic(state, self.run_dir / "last.pt")  # last: a crash before it repeats the whole epoch
-            self._snapshot(epoch)
+            if evaluated:
+                self._snapshot(epoch)
             log.info(f"epoch {epoch + 1}/{self.total_epochs}  loss {train_stats['loss']:.4f}  "
                      f"val {val.accuracy:.4f}  test {test.accuracy:.4f}  ({row['seconds']:.1f} s)")
 
+    def evaluates(self, epoch: int) -> bool:
+        """Validation and test are evaluated every ``eval_every`` epochs and at the end of each stage."""
+        return (epoch + 1) % self.cfg.train.eval_every == 0 or epoch + 1 in self.stage_starts[1:]
+
     def _snapshot(self, epoch: int) -> None:
         """Embeddings of the first ``snapshot_images`` test images, for plots of the embedding over epochs."""
-        n = min(self.cfg.train.snapshot_images, len(self.test))
+        n = min(snapshot_images(self.cfg), len(self.test))
         if n == 0:
             return
         folder = self.run_dir / "snapshots"
