@@ -218,10 +218,12 @@ def test_scores_stay_float32_and_unchanged_under_autocast():
 
 
 def digits_16px(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` of scikit-learn's digits as uint8 (n, 1, 16, 16) images (each pixel doubled) and labels."""
+    """The first ``n`` of scikit-learn's digits, sorted by class (as a folder's are), as uint8 (n, 1, 16, 16)
+    images (each pixel doubled) and labels."""
     digits = load_digits()
-    images = torch.tensor(digits.images[:n] * 255 / 16, dtype=torch.uint8)[:, None]
-    return images.repeat_interleave(2, 2).repeat_interleave(2, 3), torch.tensor(digits.target[:n])
+    order = torch.tensor(digits.target[:n]).argsort(stable=True)
+    images = torch.tensor(digits.images[:n] * 255 / 16, dtype=torch.uint8)[order, None]
+    return images.repeat_interleave(2, 2).repeat_interleave(2, 3), torch.tensor(digits.target[:n])[order]
 
 
 def test_bank_of_a_batchnorm_resnet_matches_its_training_mode_embeddings_and_nngk_learns():
@@ -231,18 +233,19 @@ def test_bank_of_a_batchnorm_resnet_matches_its_training_mode_embeddings_and_nng
     from every centre: NNGK's training loss stayed at 2.0 and its accuracy at 55 % after 5 steps on 100 digits
     (ResNet-18, 512-d features, σ 10), against 0.28 and 100 % once the statistics are recomputed before the bank
     is embedded. With the whole set as one batch, training-mode embeddings equal the centres up to the unbiased
-    variance of the running statistics."""
+    variance of the running statistics; the statistics are recomputed in batches of 32 of the class-sorted images,
+    which must each span the classes."""
     torch.manual_seed(0)
     images, labels = digits_16px(100)
     cfg = build_config(overrides={"method": "nngk", "backbone": "resnet18", "small_stem": False, "embedding_dim": 0,
-                                  "l2_normalize": False, "sigma": 10, "augment": "none"})
+                                  "l2_normalize": False, "sigma": 10, "augment": "none", "eval_batch_size": 32})
     data = TrainData(ImageSet(images, labels), ImageSet(images[:0], labels[:0]), 10, flip=False)
     method = NNGK(EmbeddingNet(cfg.model, 1, 16, *channel_stats(images)), data, cfg).train()
     method.on_epoch_start(0)
     batch = Batch(images, labels, torch.arange(len(labels)))
     z = method.model(images.float() / 255)
     centres = method.head.centres
-    assert ((z - centres).norm(dim=1) / centres.norm(dim=1)).max() < 0.1
+    assert ((z - centres).norm(dim=1) / centres.norm(dim=1)).max() < 0.5  # 3.0 with the old eval-mode bank
     optimizer = torch.optim.Adam(method.parameters(), lr=1e-3)
     for _ in range(5):
         loss, _ = method.nngk_loss(method.model(images.float() / 255), batch)
