@@ -27,7 +27,7 @@ from weakdml.config import Config, DMLConfig
 from weakdml.data.samplers import batch_shape, m_per_class_batches
 from weakdml.data.types import TrainData
 from weakdml.methods.base import Batch, Method
-from weakdml.methods.nngk import embed_labeled, predict_with_current_centres
+from weakdml.methods.nngk import predict_with_current_centres
 from weakdml.methods.nngk_head import NNGKHead
 from weakdml.models.embedding import EmbeddingNet
 
@@ -65,7 +65,8 @@ class DMLMethod(Method):
         self.head.log_weights.requires_grad_(False)  # a fixed kernel classifier: not trained by the DML loss
 
     def on_epoch_start(self, epoch: int) -> None:
-        self.head.refresh(embed_labeled(self), self.data.labeled.labels.to(self.device), epoch)
+        labeled = self.data.labeled
+        self.head.refresh(self.embed_all(labeled.images), labeled.labels.to(self.device), epoch)
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         labeled = self.data.labeled

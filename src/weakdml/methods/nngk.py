@@ -40,10 +40,11 @@ class NNGK(Method):
 
 
 def embed_labeled(method: Method) -> torch.Tensor:
-    """The labelled images' embeddings (N, D) in eval mode, after recomputing the BatchNorm statistics on them:
-    eval mode must embed as training batches do, or a bank of centres is far from the training queries (a ResNet-50
-    from scratch, unnormalised 2,048-d features: eval-mode features 6.7x longer than training-mode ones at
-    initialisation, and an NNGK loss of 15.4 until the next refresh; docs/results.md, "Paper parity")."""
+    """The labelled images' embeddings (N, D) in eval mode, after recomputing the BatchNorm statistics on them, for
+    the training bank: eval mode must embed as training batches do, or the centres are far from the training
+    queries (a ResNet-50 from scratch, unnormalised 2,048-d features: eval-mode features 6.7x longer than
+    training-mode ones at initialisation, and an NNGK loss of 15.4 until the next refresh; docs/results.md, "Paper
+    parity")."""
     method.model.recalibrate_batchnorm(method.data.labeled.images, method.cfg.train.eval_batch_size)
     return method.embed_all(method.data.labeled.images)
 
@@ -54,7 +55,7 @@ def predict_with_current_centres(method: Method, head: NNGKHead, images: torch.T
     current model, leaving the training bank as it is. The bank is refreshed only at epoch starts (or every
     ``update_interval`` epochs), and comparing new embeddings with centres of an older network costs much accuracy
     (Fashion-MNIST, 150 steps an epoch: 18 % instead of 71 %)."""
-    centres = embed_labeled(method)
+    centres = method.embed_all(method.data.labeled.images)
     embeddings = method.embed_all(images)
     bs = method.cfg.train.eval_batch_size
     return torch.cat([head.query_log_scores(embeddings[i:i + bs], centres=centres)
