@@ -160,7 +160,8 @@ class Trainer:
         teacher = load_checkpoint(teacher_dir / "best-stage0.pt")
         save_atomic(teacher, self.run_dir / "best-stage0.pt")
         save_atomic(teacher, self.run_dir / "best.pt")
-        self.best = self.stage_best = max(row["val_accuracy"] for row in rows)
+        evaluated = [row["val_accuracy"] for row in rows if not math.isnan(row["val_accuracy"])]  # --eval-every
+        self.best = self.stage_best = max(evaluated, default=math.nan)
         self.start_epoch = teacher_epochs
 
     def _begin_stage(self, stage: int) -> None:
