@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from weakdml.compat import import_torchvision
-from weakdml.data.augment import augment, rand_augment, random_crop_flip, random_erase
+from weakdml.data.augment import augment, rand_augment, random_crop_flip, random_erase, random_flip
 
 import_torchvision()
 
@@ -26,10 +26,22 @@ def test_crop_flip_equals_per_image_reference():
         assert torch.equal(out[i], expected)
 
 
+def test_flip_mirrors_whole_images_and_moves_nothing_else():
+    """--augment flip (the original MbDML code's): each image is itself or its mirror image, both occur; a data set
+    that must not be flipped (digits) is left as it is."""
+    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    out = augment(images, "flip", True, torch.Generator().manual_seed(0))
+    assert torch.equal(out * 255, random_flip(images, torch.Generator().manual_seed(0)))
+    kept = [torch.equal(out[i] * 255, images[i].float()) for i in range(40)]
+    mirrored = [torch.equal(out[i] * 255, images[i].flip(-1).float()) for i in range(40)]
+    assert all(k or m for k, m in zip(kept, mirrored)) and 0 < sum(mirrored) < 40
+    assert torch.equal(augment(images, "flip", False, torch.Generator()), images.float() / 255)
+
+
 def test_views_are_reproducible_and_in_range():
     images = torch.randint(0, 256, (6, 1, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(8))
     global_state = torch.random.get_rng_state()
-    for kind in ("none", "weak", "strong"):
+    for kind in ("none", "flip", "weak", "strong"):
         a = augment(images, kind, True, torch.Generator().manual_seed(5))
         b = augment(images, kind, True, torch.Generator().manual_seed(5))
         assert torch.equal(a, b) and a.dtype == torch.float32 and a.shape == images.shape

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from weakdml.config import Config, build_config
+from weakdml.config import Config, build_config, snapshot_images
 from weakdml.errors import UserError
 
 
@@ -35,6 +35,8 @@ def test_saved_config_round_trips(tmp_path):
     ({"nst_stochastic_depth": 1}, "nst-stochastic-depth must be in"),
     ({"scale_mixup": -1}, "scale-mixup must be non-negative"),
     ({"c_tau": 0}, "c-tau must be positive"),
+    ({"eval_every": 0}, "eval-every must be at least 1"),
+    ({"batchnorm": "off"}, "must be one of train, frozen, eval"),
 ])
 def test_invalid_settings_raise_one_clear_error(overrides, message):
     with pytest.raises(UserError, match=message):
@@ -69,3 +71,10 @@ def test_paths_are_saved_absolute(tmp_path, monkeypatch):
     assert cfg.data.data_root == str(tmp_path / "data")
     assert cfg.model.pretrained == str(Path.home() / "w.pt")
     assert build_config(overrides={"data_root": "/abs/data"}).data.data_root == "/abs/data"
+
+
+def test_snapshots_default_to_small_cnn_only():
+    """Embedding snapshots cost a test-set pass per evaluated epoch: on by default (1000 images) for small-cnn only."""
+    assert snapshot_images(build_config()) == 1000
+    assert snapshot_images(build_config(overrides={"backbone": "resnet50"})) == 0
+    assert snapshot_images(build_config(overrides={"backbone": "resnet50", "snapshot_images": 64})) == 64

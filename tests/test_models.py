@@ -57,7 +57,7 @@ def test_imagenet_resnet_state_dict_loads_with_standard_stem(tmp_path):
 
 
 def test_frozen_batchnorm_keeps_statistics_and_stochastic_depth_is_train_only():
-    net = EmbeddingNet(ModelConfig(backbone="resnet18", freeze_bn=True, stochastic_depth=0.5), 3, 32).train()
+    net = EmbeddingNet(ModelConfig(backbone="resnet18", batchnorm="frozen", stochastic_depth=0.5), 3, 32).train()
     bn = net.backbone.bn1
     before = bn.running_mean.clone()
     net(torch.rand(4, 3, 32, 32) * 5)
@@ -65,6 +65,42 @@ def test_frozen_batchnorm_keeps_statistics_and_stochastic_depth_is_train_only():
     net.eval()
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(net(x), net(x))
+
+
+def test_eval_batchnorm_keeps_statistics_but_learns_its_affine_parameters():
+    """--batchnorm eval (the original MbDML code): in training, BatchNorm normalises by its initial statistics (0 and
+    1), leaves them alone, and its scale and shift get gradients; --batchnorm train recomputes the statistics."""
+    net = EmbeddingNet(ModelConfig(backbone="resnet18", batchnorm="eval", embedding_dim=0), 3, 32).train()
+    x = torch.rand(4, 3, 32, 32)
+    net(x).sum().backward()
+    bn = net.backbone.bn1
+    assert torch.equal(bn.running_mean, torch.zeros(64)) and torch.equal(bn.running_var, torch.ones(64))
+    assert bn.weight.grad is not None and bn.weight.grad.abs().sum() > 0
+    torch.testing.assert_close(net(x), net.eval()(x))
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    net.recalibrate_batchnorm(images, batch_size=4)  # a no-op for eval BatchNorm
+    assert torch.equal(bn.running_mean, torch.zeros(64))
+    trained = EmbeddingNet(ModelConfig(backbone="resnet18", embedding_dim=0), 3, 32)
+    trained.recalibrate_batchnorm(images, batch_size=6)  # one batch: its statistics
+    normalised = (images.float() / 255 - trained.mean) / trained.std
+    stem = trained.backbone.conv1(normalised)  # the first BatchNorm's input (6, 64, 16, 16)
+    torch.testing.assert_close(trained.backbone.bn1.running_mean, stem.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(trained.backbone.bn1.running_var, stem.transpose(0, 1).reshape(64, -1).var(1))
+    assert trained.backbone.bn1.momentum == 0.1 and trained.training  # as it was
+
+
+def test_grey_as_rgb_and_half_normalisation_are_the_original_codes_input():
+    """Grey images fed as three equal channels, normalised by 0.5 and 0.5, embed exactly as a three-channel network
+    embeds the RGB copies of the images normalised so (torchvision's Normalize(0.5, 0.5))."""
+    torch.manual_seed(0)
+    grey = EmbeddingNet(ModelConfig(backbone="resnet18", grey_as_rgb=True, input_norm="half"), 1, 32,
+                        torch.tensor([0.3]), torch.tensor([0.2])).eval()
+    rgb = EmbeddingNet(ModelConfig(backbone="resnet18"), 3, 32).eval()
+    half = torch.full((1, 3, 1, 1), 0.5)
+    rgb.load_state_dict(grey.state_dict() | {"mean": half, "std": half})
+    images = torch.rand(2, 1, 32, 32)
+    assert grey.backbone.conv1.in_channels == 3 and torch.equal(grey.mean.flatten(), torch.tensor([0.5]))
+    torch.testing.assert_close(grey(images), rgb(images.expand(-1, 3, -1, -1)))
 
 
 def test_stochastic_depth_keeps_torchvision_keys_and_its_rates_grow_with_depth():

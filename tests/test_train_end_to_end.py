@@ -121,3 +121,18 @@ def test_no_validation_images_is_said_and_a_split_is_read_from_a_run_directory(t
     assert main(["train", "--epochs", "1", "--split", str(run), "--out", str(tmp_path / "again"),
                  "--progress", "off"]) == 0
     assert (run / "split.json").read_text() == (tmp_path / "again" / "split.json").read_text()
+
+
+def test_eval_every_evaluates_every_nth_and_the_last_epoch_and_selects_among_them(tmp_path):
+    """--eval-every 2 over 5 epochs: validation, test and snapshots at epochs 2, 4 and 5 only; best.pt is one of
+    them, the best validation accuracy."""
+    run = tmp_path / "run"
+    summary = train(build_config(overrides={"epochs": 5, "eval_every": 2, "input_size": 8, "progress": "off",
+                                            "out": str(run)}))
+    rows = metric_rows(run)
+    evaluated = [r for r in rows if not math.isnan(r["val_accuracy"])]
+    assert [r["epoch"] for r in evaluated] == [1, 3, 4]
+    assert all(math.isnan(r["test_accuracy"]) and not r["best"] for r in rows if r not in evaluated)
+    best = max(evaluated, key=lambda r: (r["val_accuracy"], r["epoch"]))
+    assert summary.metrics["best_epoch"] == best["epoch"]
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == [f"epoch_000{e}.npz" for e in (1, 3, 4)]

@@ -63,7 +63,9 @@ class DataConfig:
                                         "others; implies --class-disjoint")
     split: str | None = _opt(None, "use this saved split file (from `weakdml split`, or a run directory's); "
                                    "--labeled-fraction, --labels-per-class and --val-fraction are then unused")
-    augment: str = _opt("weak", "training augmentation", ("none", "weak", "strong"))
+    augment: str = _opt("weak", "training augmentation: none, horizontal flips (flip: the original MbDML code's), "
+                                "±1/8 shifts and flips (weak), RandAugment and cutout on top (strong)",
+                        ("none", "flip", "weak", "strong"))
     cache_dir: str | None = _opt(None, "folder data sets: decode the images once, in parallel, into a uint8 cache in "
                                        "this folder and read batches from it (memory stays bounded whatever the "
                                        "data set's size; reused while the files are unchanged)", role="bookkeeping")
@@ -82,7 +84,14 @@ class ModelConfig:
     pretrained: str | None = _opt(None, "local state dict (.pt/.pth) to initialise the backbone")
     small_stem: bool | None = _opt(None, "ResNet stem of a 3x3 stride-1 conv without max-pool (default: for images of "
                                          "64 px or less; turn off to load ImageNet weights)")
-    freeze_bn: bool = _opt(False, "keep BatchNorm statistics and affine parameters frozen")
+    batchnorm: str = _opt("train", "BatchNorm: statistics of each batch in training (train); statistics and affine "
+                                   "parameters kept as they start, e.g. pretrained (frozen); statistics kept at their "
+                                   "start, affine parameters learnt (eval: the original MbDML code, whose model was "
+                                   "never put in train mode)", ("train", "frozen", "eval"))
+    input_norm: str = _opt("data", "input normalisation: the labelled images' per-channel mean and std (data), or "
+                                   "0.5 and 0.5 (half: the original MbDML code's)", ("data", "half"))
+    grey_as_rgb: bool = _opt(False, "feed grey images to the backbone as three identical channels (the original "
+                                    "MbDML code read every image as RGB)")
     dropout: float = _opt(0.0, "dropout before the embedding projection")
     stochastic_depth: float = _opt(0.0, "stochastic-depth drop rate of residual blocks (ResNets)")
 
@@ -118,8 +127,9 @@ class TrainConfig:
     out: str | None = _opt(None, "run directory (default: runs/<dataset>-<method>-s<seed>-<time>)",
                            role="bookkeeping")
     progress: str = _opt("auto", "progress bars", ("auto", "on", "off"), role="bookkeeping")
-    snapshot_images: int = _opt(1000, "save embeddings of this many test images every epoch (for animated "
-                                      "t-SNE; 0: none)", role="bookkeeping")
+    snapshot_images: int | None = _opt(None, "save embeddings of this many test images at every evaluated epoch (for "
+                                             "animated t-SNE; 0: none; default: 1000 with small-cnn, else 0)",
+                                       role="bookkeeping")
 
 
 @dataclass
@@ -162,7 +172,7 @@ class NSTConfig:
     nst_dropout: float = _opt(0.3, "student noise: dropout before the embedding projection")
     nst_stochastic_depth: float = _opt(0.2, "student noise: stochastic-depth drop rate of the last residual block, "
                                             "linearly less for earlier ones (ResNets; Xie et al.: 0.2)")
-    nst_augment: str = _opt("strong", "student noise: augmentation", ("none", "weak", "strong"))
+    nst_augment: str = _opt("strong", "student noise: augmentation", ("none", "flip", "weak", "strong"))
     scale_nst: float = _opt(1.0, "weight of the pseudo-labelled loss (the original online variant used 2)")
     unlabeled_ratio: int = _opt(3, "unlabelled images per labelled image in a step")
     c_tau: float = _opt(0.8, "online variant: keep when max p > c_tau x mean max p of the labelled batch")
@@ -391,7 +401,8 @@ def validate(config: Config) -> None:
     _check(d.workers >= 0, f"--workers must be non-negative, got {d.workers}")
     _check(t.eval_every >= 1, f"--eval-every must be at least 1, got {t.eval_every}")
     _check(o.warmup_epochs >= 0, f"--warmup-epochs must be non-negative, got {o.warmup_epochs}")
-    _check(t.snapshot_images >= 0, f"--snapshot-images must be non-negative, got {t.snapshot_images}")
+    _check(t.snapshot_images is None or t.snapshot_images >= 0,
+           f"--snapshot-images must be non-negative, got {t.snapshot_images}")
     _check(n.sigma > 0, f"--sigma must be positive, got {n.sigma}")
     _check(n.neighbours >= 1, f"--neighbours must be at least 1, got {n.neighbours}")
     _check(n.update_interval >= 1, f"--update-interval must be at least 1, got {n.update_interval}")
@@ -411,3 +422,10 @@ def validate(config: Config) -> None:
     _check(dml.m_per_class >= 2, f"--m-per-class must be at least 2 (pairs need positives), got {dml.m_per_class}")
     _check(dml.centers_per_class >= 1, f"--centers-per-class must be at least 1, got {dml.centers_per_class}")
     _check(dml.supcon_temperature > 0, f"--supcon-temperature must be positive, got {dml.supcon_temperature}")
+
+
+def snapshot_images(cfg: Config) -> int:
+    """Test images whose embeddings are saved at evaluated epochs: --snapshot-images, by default 1000 with the cheap
+    small-cnn and none with larger backbones (there they would cost as much as the evaluation itself)."""
+    given = cfg.train.snapshot_images
+    return (1000 if cfg.model.backbone == "small-cnn" else 0) if given is None else given

@@ -1,7 +1,8 @@
 """Batched image augmentation on tensors: a few calls per batch, never a Python loop over its images.
 
-Images enter as uint8 (B, C, H, W) and leave as float in [0, 1]; the model normalises them itself. ``weak`` is the
-standard random crop (reflect padding of 1/8 of the side) plus a horizontal flip where the data set allows it;
+Images enter as uint8 (B, C, H, W) and leave as float in [0, 1]; the model normalises them itself. ``flip`` is a
+horizontal flip alone where the data set allows it (the original MbDML code's: its same-size RandomCrop moved
+nothing); ``weak`` is the standard random crop (reflect padding of 1/8 of the side) plus that flip;
 ``strong`` adds RandAugment (torchvision transforms.v2's operations, drawn per image and applied in batches of the
 images that drew the same one) and random erasing, the noise of Noisy Student and FixMatch.
 """
@@ -13,7 +14,13 @@ import torch.nn.functional as F
 
 from weakdml.compat import import_torchvision
 
-AUGMENTATIONS = ("none", "weak", "strong")
+AUGMENTATIONS = ("none", "flip", "weak", "strong")
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image mirrored left-right with probability 1/2, as float."""
+    mirrored = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
+    return torch.where(mirrored[:, None, None, None], images.flip(-1), images).float()
 
 
 def random_crop_flip(images: torch.Tensor, flip: bool, generator: torch.Generator) -> torch.Tensor:
@@ -64,8 +71,10 @@ def rand_augment(images: torch.Tensor, generator: torch.Generator, num_ops: int 
 
 def augment(images: torch.Tensor, kind: str, flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Apply the named augmentation to a uint8 batch; returns float images in [0, 1]."""
-    if kind == "none":
+    if kind == "none" or (kind == "flip" and not flip):
         return images.float() / 255
+    if kind == "flip":
+        return random_flip(images, generator) / 255
     if kind == "strong":
         images = rand_augment(images, generator)
     out = random_crop_flip(images, flip, generator) / 255

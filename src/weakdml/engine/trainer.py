@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from weakdml.config import Config
+from weakdml.config import Config, snapshot_images
 from weakdml.data.loader import Loaded, load_batches
 from weakdml.data.prepare import PreparedData
 from weakdml.data.sources import all_images, view
@@ -127,9 +127,13 @@ class Trainer:
             log.info(f"epoch {epoch + 1}/{self.end_epoch}  loss {train_stats['loss']:.4f}  {shown}  "
                      f"({row['seconds']:.1f} s)")
 
+    def evaluates(self, epoch: int) -> bool:
+        """Validation and test are evaluated every ``eval_every`` epochs and at the end of each stage."""
+        return (epoch + 1) % self.cfg.train.eval_every == 0 or epoch + 1 in self.stage_starts[1:]
+
     def _snapshot(self, epoch: int) -> None:
         """Embeddings of the first ``snapshot_images`` test images, for plots of the embedding over epochs."""
-        n = min(self.cfg.train.snapshot_images, len(self.data.test))
+        n = min(snapshot_images(self.cfg), len(self.data.test))
         if n == 0:
             return
         folder = self.directory / "snapshots"

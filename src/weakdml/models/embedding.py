@@ -20,32 +20,55 @@ class EmbeddingNet(nn.Module):
     def __init__(self, cfg: ModelConfig, in_channels: int, image_size: int,
                  mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.backbone, features = build_backbone(cfg.backbone, in_channels, image_size, cfg.stochastic_depth,
-                                                 cfg.small_stem, cfg.width)
+        self.grey_as_rgb = cfg.grey_as_rgb and in_channels == 1
+        self.backbone, features = build_backbone(cfg.backbone, 3 if self.grey_as_rgb else in_channels, image_size,
+                                                 cfg.stochastic_depth, cfg.small_stem, cfg.width)
         self.backbone.to(memory_format=torch.channels_last)
         self.dropout = nn.Dropout(cfg.dropout)  # p may be raised later (Noisy Student's noise)
         self.projection = nn.Linear(features, cfg.embedding_dim) if cfg.embedding_dim else nn.Identity()
         self.dim = cfg.embedding_dim or features
         self.l2_normalize = cfg.l2_normalize is not False  # None (unresolved): the general default, on
-        self.freeze_bn = cfg.freeze_bn
+        self.batchnorm = cfg.batchnorm
+        if cfg.input_norm == "half":  # the original's Normalize(0.5, 0.5)
+            mean = std = torch.full((in_channels,), 0.5)
         self.register_buffer("mean", (mean if mean is not None else torch.full((in_channels,), 0.5)).view(1, -1, 1, 1))
         self.register_buffer("std", (std if std is not None else torch.full((in_channels,), 0.25)).view(1, -1, 1, 1))
-        if self.freeze_bn:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.requires_grad_(False)
+        if self.batchnorm == "frozen":
+            for module in self.batchnorms():
+                module.requires_grad_(False)
+
+    def batchnorms(self) -> list[nn.modules.batchnorm._BatchNorm]:
+        return [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
     def train(self, mode: bool = True) -> EmbeddingNet:
         super().train(mode)
-        if self.freeze_bn:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+        if self.batchnorm != "train":
+            for module in self.batchnorms():
+                module.eval()
         return self
+
+    @torch.no_grad()
+    def recalibrate_batchnorm(self, images: torch.Tensor, batch_size: int, max_images: int = 2048) -> None:
+        """Recompute the BatchNorm statistics over up to ``max_images`` uint8 images (N, C, H, W), evenly spaced, in
+        training mode (precise BN; no-op unless --batchnorm train). Training batches are normalised by their own
+        statistics, eval mode by the running ones, which lag behind the weights: at initialisation a ResNet-50's
+        eval-mode features are ~7x longer than its training-mode ones, so a support bank embedded in eval mode is far
+        from training-mode queries unless the statistics are recomputed. The statistics are averages over batches
+        (``update_bn``), so each batch takes every k-th image: batches of consecutive images of a class-sorted set
+        would each see few classes, and the average of their variances would miss the variance between classes."""
+        if self.batchnorm != "train" or len(images) == 0:
+            return
+        subset = images[::-(-len(images) // max_images)]
+        parts = -(-len(subset) // batch_size)
+        device = self.mean.device
+        batches = (subset[i::parts].to(device).float() / 255 for i in range(parts))  # (≤ batch_size, C, H, W) each
+        torch.optim.swa_utils.update_bn(batches, self)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features (B, F), before projection."""
-        return self.backbone(((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last))
+        x = (images - self.mean) / self.std
+        x = x.expand(-1, 3, -1, -1) if self.grey_as_rgb else x  # (B, 1, H, W) -> (B, 3, H, W)
+        return self.backbone(x.contiguous(memory_format=torch.channels_last))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         emb = self.projection(self.dropout(self.features(images)))
