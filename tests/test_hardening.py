@@ -262,7 +262,10 @@ def test_training_killed_while_writing_a_checkpoint_resumes_to_the_uninterrupted
     assert main(["train", "--resume", str(tmp_path / "killed"), "--progress", "off"]) == 0
     assert main(train_argv(tmp_path / "whole", epochs=2)) == 0
     rows = [{k: v for k, v in row.items() if k != "seconds"} for row in metric_rows(tmp_path / "killed")]
-    assert rows == [{k: v for k, v in row.items() if k != "seconds"} for row in metric_rows(tmp_path / "whole")]
+    whole = [{k: v for k, v in row.items() if k != "seconds"} for row in metric_rows(tmp_path / "whole")]
+    assert len(rows) == len(whole)
+    for a, b in zip(rows, whole):  # the killed run used one thread, this one may use two: summation order
+        assert a == pytest.approx(b, rel=1e-5)
     assert not (tmp_path / "killed" / "last.pt.tmp").exists()
 
 

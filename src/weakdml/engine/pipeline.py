@@ -76,8 +76,6 @@ def pipeline_for(cfg: Config) -> Pipeline:
 
 def run_pipeline(pipeline: Pipeline, ctx: StageContext, run_dir: Path) -> int:
     """Run every unfinished stage; returns the index of the trained stage whose model the run keeps."""
-    for stage in pipeline.stages:
-        stage.check(ctx.data)
     chosen: tuple[int, float] | None = None
     for index, (stage, first_epoch) in enumerate(zip(pipeline.stages, pipeline.first_epochs())):
         directory = pipeline.directory(run_dir, index)

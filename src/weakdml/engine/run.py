@@ -170,11 +170,16 @@ def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
     needs_labels = any(pipeline.stages[i].method_class.needs_labels for i in pipeline.trained)  # type: ignore
     data = prepare_data(cfg, run_dir / "split.json" if resume else None, needs_labels)
     task, monitor = task_and_monitor(cfg, pipeline, data)
+    for stage in pipeline.stages:
+        stage.check(data)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     _attach_log_file(run_dir)
     finished = run_dir / "final_metrics.json"
     if resume and finished.is_file():
-        done = json.loads(finished.read_text()).get("epochs") or len(MetricsLog(run_dir, tensorboard=False).rows())
+        try:
+            done = json.loads(finished.read_text()).get("epochs") or len(MetricsLog(run_dir, tensorboard=False).rows())
+        except ValueError:  # damaged: evaluated anew below
+            done = pipeline.total_epochs
         if done < pipeline.total_epochs:  # a finished run given more epochs or rounds is unfinished again
             finished.replace(run_dir / f"final_metrics-{done}-epochs.json")
         else:

@@ -71,7 +71,6 @@ def build_method(cfg: Config, method_class: type[Method], data: PreparedData, de
     sample = data.train.labeled if len(data.train.labeled) else data.train.unlabeled
     mean, std = channel_stats(all_images(view(sample, torch.arange(min(len(sample), 10_000)))))
     model = EmbeddingNet(cfg.model, data.bundle.channels, data.bundle.image_size, mean, std)
-    _check_input_size(model, cfg.model.backbone, data.bundle.train.shape)
     if cfg.model.pretrained:
         log.info(load_pretrained(model.backbone, cfg.model.pretrained))
     return method_class(model, data.train, cfg, **inputs).to(device)
@@ -103,7 +102,9 @@ class TrainStage:
     inputs: dict[str, str] = field(default_factory=dict)
 
     def check(self, data: PreparedData) -> None:
-        pass
+        """Refuse images too small for the network before anything is written."""
+        model = EmbeddingNet(self.cfg.model, data.bundle.channels, data.bundle.image_size)
+        _check_input_size(model, self.cfg.model.backbone, data.bundle.train.shape)
 
     def build(self, ctx: StageContext) -> Method:
         loaded = {key: load_checkpoint(ctx.artifacts[artifact]) for key, artifact in self.inputs.items()}

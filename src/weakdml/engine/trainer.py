@@ -150,7 +150,8 @@ class Trainer:
         method.on_epoch_start(epoch)
         plan = list(method.batches(epoch))
         totals: dict[str, torch.Tensor] = {}
-        seen, finite, lr = 0, torch.ones((), dtype=torch.bool, device=method.device), self.cfg.optim.lr
+        seen, lr = 0, self.cfg.optim.lr
+        first_bad = torch.tensor([math.nan, -1.0], device=method.device)  # the first non-finite loss and its step
         bar = tqdm(zip(plan, self._loaded(plan)), total=len(plan), desc=f"epoch {epoch + 1}/{self.end_epoch}",
                    leave=False, disable=quiet, unit="batch")
         for step, (batch, (labeled, unlabeled)) in enumerate(bar):
@@ -160,7 +161,9 @@ class Trainer:
                                 enabled=self.amp_dtype is not None):
                 losses = self.network(batch)
             loss = losses["loss"]
-            finite &= torch.isfinite(loss.detach())
+            bad = ~torch.isfinite(loss.detach()) & (first_bad[1] < 0)
+            here = torch.stack([loss.detach().float(), torch.tensor(float(step), device=loss.device)])
+            first_bad = torch.where(bad, here, first_bad)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -170,7 +173,7 @@ class Trainer:
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0) + value.detach().float().to(method.device) * n
             if (step + 1) % LOG_EVERY == 0 or step == len(plan) - 1:
-                self._check_finite(finite, epoch, step)
+                self._check_finite(first_bad, epoch)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
         names = list(totals)
         values = torch.stack([totals[k] for k in names]).tolist() if names else []
@@ -186,15 +189,16 @@ class Trainer:
         for batch in plan:
             yield next(labeled), None if batch.unlabeled_index is None else next(unlabeled)
 
-    def _check_finite(self, finite: torch.Tensor, epoch: int, step: int) -> None:
+    def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
         """What a non-finite loss stopped, what was kept, and the settings that plausibly caused it."""
-        if bool(finite):
+        value, step = first_bad.tolist()
+        if step < 0:
             return
         last = self.directory / "last.pt"
         kept = f"its checkpoint after epoch {epoch} is kept in {last}" if last.is_file() else \
             "no checkpoint had been written yet"
         flags = " or ".join(("a lower --lr", *(f"another {flag}" for flag in self.method.loss_settings)))
-        raise UserError(f"the loss became non-finite in epoch {epoch + 1} (by step {step + 1}); training stopped and "
+        raise UserError(f"the loss became {value} at epoch {epoch + 1}, step {int(step) + 1}; training stopped and "
                         f"{kept}; start a new run with {flags}")
 
 
