@@ -1,13 +1,13 @@
 """Helpers shared by the tests: a method on a tiny random data set (for loss tests against plain re-implementations),
 a run's per-epoch rows, and the exception that stands for an interrupted run."""
 
-import json
 from pathlib import Path
 
 import torch
 
 from weakdml.config import build_config
 from weakdml.data.types import ImageSet, TrainData
+from weakdml.engine.metrics_log import read_rows
 from weakdml.methods import METHODS, Method
 from weakdml.methods.online_noisy_student import OnlineNoisyStudent
 from weakdml.models.embedding import EmbeddingNet
@@ -19,7 +19,7 @@ class Interrupt(Exception):
 
 def metric_rows(run_dir: Path) -> list[dict]:
     """The per-epoch rows of a run's ``metrics.jsonl``."""
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return read_rows(run_dir / "metrics.jsonl")
 
 
 def tiny_method(method: str, n_images: int, n_classes: int, n_unlabeled: int = 0,

@@ -57,9 +57,7 @@ RECALIBRATION_IMAGES = 2048  # evenly spaced labelled images whose batch statist
 def embed_labeled(method: Method) -> torch.Tensor:
     """The labelled images' embeddings (N, D) in eval mode, after recomputing the BatchNorm statistics on them, for
     the training bank: eval mode must embed as training batches do, or the centres are far from the training
-    queries (a ResNet-50 from scratch, unnormalised 2,048-d features: eval-mode features 6.7x longer than
-    training-mode ones at initialisation, and an NNGK loss of 15.4 until the next refresh; docs/results.md, "Paper
-    parity")."""
+    queries (docs/results.md, "Paper parity")."""
     labeled = method.data.labeled
     spaced = torch.arange(0, len(labeled), max(1, -(-len(labeled) // RECALIBRATION_IMAGES)))
     method.model.recalibrate_batchnorm(all_images(view(labeled, spaced)), method.cfg.train.eval_batch_size)

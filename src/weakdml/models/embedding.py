@@ -51,9 +51,9 @@ class EmbeddingNet(nn.Module):
     def recalibrate_batchnorm(self, images: torch.Tensor, batch_size: int, max_images: int = 2048) -> None:
         """Recompute the BatchNorm statistics over up to ``max_images`` uint8 images (N, C, H, W), evenly spaced, in
         training mode (precise BN; no-op unless --batchnorm train). Training batches are normalised by their own
-        statistics, eval mode by the running ones, which lag behind the weights: at initialisation a ResNet-50's
-        eval-mode features are ~7x longer than its training-mode ones, so a support bank embedded in eval mode is far
-        from training-mode queries unless the statistics are recomputed. The statistics are averages over batches
+        statistics, eval mode by the running ones, which lag behind the weights, so a support bank embedded in eval
+        mode is far from training-mode queries unless the statistics are recomputed (docs/results.md, "Paper
+        parity"). The statistics are averages over batches
         (``update_bn``), so each batch takes every k-th image: batches of consecutive images of a class-sorted set
         would each see few classes, and the average of their variances would miss the variance between classes."""
         if self.batchnorm != "train" or len(images) == 0:
