@@ -56,9 +56,9 @@ def test_parameter_groups_get_their_factor_at_every_step_and_after_resume(tmp_pa
     seen = []
     original = Trainer._check_finite
 
-    def record(self, finite, epoch, step):
+    def record(self, first_bad, epoch):
         seen.append({g["name"]: (g["lr"], g["weight_decay"]) for g in self.optimizer.param_groups})
-        original(self, finite, epoch, step)
+        original(self, first_bad, epoch)
 
     monkeypatch.setattr(Trainer, "_check_finite", record)
     run = tmp_path / "run"

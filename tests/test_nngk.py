@@ -245,7 +245,7 @@ def test_bank_of_a_batchnorm_resnet_matches_its_training_mode_embeddings_and_nng
     data = TrainData(ImageSet(images, labels), ImageSet(images[:0], labels[:0]), 10, flip=False)
     method = NNGK(EmbeddingNet(cfg.model, 1, 16, *channel_stats(images)), data, cfg).train()
     method.on_epoch_start(0)
-    batch = Batch(images, labels, torch.arange(len(labels)))
+    batch = Batch(torch.arange(len(labels)), images=images, labels=labels)
     z = method.model(images.float() / 255)
     centres = method.head.centres
     assert ((z - centres).norm(dim=1) / centres.norm(dim=1)).max() < 0.5  # 3.0 with the old eval-mode bank

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 
 from weakdml.errors import UserError
-from weakdml.evaluation.knn import ArrayLike, Backend, as_queries_and_refs, knn_search
+from weakdml.evaluation.knn import ArrayLike, Backend, as_queries_and_refs, common_scale, knn_search
 
 
 def _hits(query_labels: ArrayLike, neighbour_labels: ArrayLike) -> torch.Tensor:
@@ -141,6 +141,8 @@ def ranked_neighbour_labels(
     if backend not in ("torch", "faiss"):
         raise UserError(f"unknown kNN backend {backend!r}: use 'torch' or 'faiss'")
     refs, n = refs.to(queries.device, queries.dtype), len(refs)
+    scale = common_scale(queries, refs) if len(queries) and n else 1.0
+    queries, refs = queries / scale, refs / scale  # exact (a power of two): distances in range at any scale
     rows = max(1, min(chunk_size, max_block // n))
     r_sq = (refs * refs).sum(1)  # (N,)
     for start in range(0, len(queries), rows):
