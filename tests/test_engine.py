@@ -218,6 +218,33 @@ def test_a_folder_with_test_classes_of_its_own_is_a_retrieval_set(tmp_path):
 
 
 # -- sources and loading ---------------------------------------------------------------------------------------------
+def test_a_folder_trains_alike_from_memory_from_its_cache_and_from_its_files(tmp_path):
+    """The three image sources of a folder give the same training, to the last bit; --workers loads through worker
+    processes; a cache and decoding on load together are refused."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for part in ("train", "test"):
+        for c in "ab":
+            (tmp_path / part / c).mkdir(parents=True)
+            for i in range(8):
+                pixels = (torch.randint(0, 128, (8, 8), generator=g) + 100 * (c == "b")).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(tmp_path / part / c / f"{i}.png")
+    base = {"dataset": "folder", "data_root": str(tmp_path), "labeled_fraction": 1.0, "epochs": 2, "batch_size": 4,
+            **QUICK}
+    ways = {"memory": {}, "cache": {"cache_dir": str(tmp_path / "cache")}, "files": {"decode_on_load": True,
+                                                                                     "workers": 2}}
+    results = {name: run_module.train(build_config(overrides=base | extra | {"out": str(tmp_path / name)}))
+               for name, extra in ways.items()}
+    assert any((tmp_path / "cache").glob("*.u8"))
+    weights = {name: load_checkpoint(tmp_path / name / "last.pt")["method"] for name in ways}
+    for name in ("cache", "files"):
+        assert results[name].metrics["test_accuracy"] == results["memory"].metrics["test_accuracy"]
+        assert all(torch.equal(weights[name][k], weights["memory"][k]) for k in weights["memory"])
+    with pytest.raises(UserError, match="choose one"):
+        prepare_data(build_config(overrides=base | ways["cache"] | {"decode_on_load": True}))
+
+
 def test_source_views_load_like_indexing_without_copying():
     g = torch.Generator().manual_seed(0)
     a = ImageSet(torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8, generator=g), torch.arange(10))
