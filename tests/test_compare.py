@@ -150,3 +150,17 @@ def test_compare_end_to_end_skips_finished_and_resumes_interrupted(tmp_path, mon
     assert figures == ["cross-entropy-s0-tsne.png", "curves-digits.png", "nngk-s0-feature-spaces.png",
                        "nngk-s0-tsne.png"]  # no feature spaces for cross-entropy: it has no kernel head
     assert all((out / "plots" / name).stat().st_size > 10_000 for name in figures)
+
+
+def test_tables_name_the_tasks_primary_metric(tmp_path):
+    """A retrieval study's table shows Recall@1, in every format, not an accuracy it does not have."""
+    from weakdml.evaluation.tables import MethodRow, SeedResult, write_tables
+
+    rows = [MethodRow("ms", [SeedResult(0, 71.0, 80.0, 10.0), SeedResult(1, 73.0, 81.0, 11.0)])]
+    markdown = write_tables(rows, tmp_path, "test_recall@1")
+    assert "| Method | Test Recall@1 (%) |" in markdown
+    assert "Test Recall@1 of the model chosen on validation" in markdown
+    assert (tmp_path / "table.csv").read_text().splitlines()[0].startswith("method,n_seeds,test_recall@1_mean")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["metric"] == "test_recall@1" and summary["methods"]["ms"]["test_recall@1"]["mean"] == 72.0
+    assert "Test Recall@1 (\\%)" in (tmp_path / "table.tex").read_text()

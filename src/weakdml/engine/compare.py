@@ -116,6 +116,17 @@ def read_result(directory: Path, seed: int) -> SeedResult | None:
         return None
 
 
+def primary_metric(out: Path, methods: list[str], seeds: list[int]) -> str:
+    """The metric the study's finished runs report first (their task's), test_accuracy when none has finished."""
+    for method in methods:
+        for seed in seeds:
+            try:
+                return json.loads((run_dir(out, method, seed) / "final_metrics.json").read_text())["primary_metric"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    return "test_accuracy"
+
+
 def mixed_settings(out: Path, method: str, seeds: list[int]) -> list[str]:
     """The settings in which a method's runs (of the given seeds, where they exist) differ, as 'name (a, b)'."""
     files = [run_dir(out, method, seed) / "config.yaml" for seed in seeds]
@@ -161,4 +172,4 @@ def compare(out: Path, methods: list[str] | None, seeds: list[int] | None, confi
         if methods is None or seeds is None:
             raise UserError("give --methods and --seeds (e.g. --methods nngk,mixup --seeds 0-9), or --table-only")
         run_study(out, methods, seeds, config, overrides)
-    return write_tables(collect(out, methods, seeds), out)
+    return write_tables(collect(out, methods, seeds), out, primary_metric(out, methods, seeds))

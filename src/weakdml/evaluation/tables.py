@@ -102,17 +102,29 @@ def _missing_note(rows: list[MethodRow]) -> str:
     return f"Not finished yet: {'; '.join(parts)}." if parts else ""
 
 
-HEADER = ("Method", "Test accuracy (%)", "Seeds", "kNN accuracy (%)", "Time per run")
+def metric_label(metric: str) -> str:
+    """'test_accuracy' -> 'Test accuracy', 'test_recall@1' -> 'Test Recall@1': the primary metric, for people."""
+    words = metric.removeprefix("test_").replace("_", " ")
+    return "Test " + (words.replace("recall", "Recall") if words.startswith("recall") else words)
 
 
-def to_markdown(rows: list[MethodRow]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|:--|--:|--:|--:|--:|"]
+def header(metric: str) -> tuple[str, ...]:
+    return ("Method", f"{metric_label(metric)} (%)", "Seeds", "kNN accuracy (%)", "Time per run")
+
+
+def footnote(metric: str) -> str:
+    return FOOTNOTE.replace("Test accuracy of the best-on-validation model", f"{metric_label(metric)} of the model "
+                            "chosen on validation")
+
+
+def to_markdown(rows: list[MethodRow], metric: str = "test_accuracy") -> str:
+    lines = ["| " + " | ".join(header(metric)) + " |", "|:--|--:|--:|--:|--:|"]
     for row in rows:
         accuracy = _number(*row.stats())
         accuracy = f"**{accuracy}**" if row.best else accuracy + (" †" if row.tied else "")
         lines.append(f"| {row.method} | {accuracy} | {row.n} | {_number(*row.stats('knn_accuracy'))} | "
                      f"{duration(row.stats('seconds')[0])} |")
-    notes = [FOOTNOTE, _missing_note(rows)]
+    notes = [footnote(metric), _missing_note(rows)]
     return "\n".join(lines) + "\n\n" + "\n\n".join(n for n in notes if n) + "\n"
 
 
@@ -120,11 +132,11 @@ def _latex_escape(text: str) -> str:
     return "".join("\\" + c if c in "&%$#_{}" else c for c in text)
 
 
-def to_latex(rows: list[MethodRow]) -> str:
+def to_latex(rows: list[MethodRow], metric: str = "test_accuracy") -> str:
     """A booktabs tabular; the footnote goes in comments (it belongs in the caption)."""
-    lines = [f"% {note}" for note in (FOOTNOTE, _missing_note(rows)) if note]
+    lines = [f"% {note}" for note in (footnote(metric), _missing_note(rows)) if note]
     lines += [r"\begin{tabular}{lrrrr}", r"\toprule",
-              " & ".join(_latex_escape(h) for h in HEADER) + r" \\", r"\midrule"]
+              " & ".join(_latex_escape(h) for h in header(metric)) + r" \\", r"\midrule"]
     for row in rows:
         accuracy = _number(*row.stats(), pm=r" $\pm$ ")
         accuracy = rf"\textbf{{{accuracy}}}" if row.best else accuracy + (r"$^\dagger$" if row.tied else "")
@@ -138,25 +150,25 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else round(value, 6)
 
 
-def to_summary(rows: list[MethodRow]) -> dict[str, Any]:
+def to_summary(rows: list[MethodRow], metric: str = "test_accuracy") -> dict[str, Any]:
     """Per method: n, mean, std and per-seed values (accuracies in %), best/tied flags, missing seeds."""
     methods: dict[str, Any] = {}
     for row in rows:
         entry: dict[str, Any] = {"n": row.n}
-        for name, key in (("accuracy", "test_accuracy"), ("knn_accuracy", "knn_accuracy"), ("seconds", "seconds")):
+        for name, key in (("accuracy", metric), ("knn_accuracy", "knn_accuracy"), ("seconds", "seconds")):
             mean, std = row.stats(name)
             entry[key] = {"mean": _finite(mean), "std": _finite(std),
                           "per_seed": {str(r.seed): _finite(getattr(r, name)) for r in row.results}}
         entry |= {"best": row.best, "tied_with_best": row.tied, "p_value_vs_best": _finite(row.p_value),
                   "missing_seeds": row.missing}
         methods[row.method] = entry
-    return {"unit": "%", "rule": FOOTNOTE, "methods": methods}
+    return {"unit": "%", "metric": metric, "rule": footnote(metric), "methods": methods}
 
 
-def to_csv(rows: list[MethodRow]) -> str:
+def to_csv(rows: list[MethodRow], metric: str = "test_accuracy") -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["method", "n_seeds", "test_accuracy_mean", "test_accuracy_std", "knn_accuracy_mean",
+    writer.writerow(["method", "n_seeds", f"{metric}_mean", f"{metric}_std", "knn_accuracy_mean",
                      "knn_accuracy_std", "seconds_mean", "best", "tied_with_best", "p_value_vs_best", "missing_seeds"])
     for row in rows:
         numbers = [*row.stats(), *row.stats("knn_accuracy"), row.stats("seconds")[0]]
@@ -166,13 +178,14 @@ def to_csv(rows: list[MethodRow]) -> str:
     return buffer.getvalue()
 
 
-def write_tables(rows: list[MethodRow], out: Path) -> str:
-    """Rank the rows and write table.md, table.csv, table.tex and summary.json into ``out``; return the Markdown."""
+def write_tables(rows: list[MethodRow], out: Path, metric: str = "test_accuracy") -> str:
+    """Rank the rows by ``metric`` (the task's primary metric) and write table.md, table.csv, table.tex and
+    summary.json into ``out``; return the Markdown."""
     rank(rows)
     out.mkdir(parents=True, exist_ok=True)
-    markdown = to_markdown(rows)
+    markdown = to_markdown(rows, metric)
     (out / "table.md").write_text(markdown)
-    (out / "table.csv").write_text(to_csv(rows))
-    (out / "table.tex").write_text(to_latex(rows))
-    (out / "summary.json").write_text(json.dumps(to_summary(rows), indent=2, ensure_ascii=False) + "\n")
+    (out / "table.csv").write_text(to_csv(rows, metric))
+    (out / "table.tex").write_text(to_latex(rows, metric))
+    (out / "summary.json").write_text(json.dumps(to_summary(rows, metric), indent=2, ensure_ascii=False) + "\n")
     return markdown
