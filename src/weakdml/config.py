@@ -365,3 +365,10 @@ def same_setting(a: Any, b: Any) -> bool:
     """Equality of two setting values in which NaN equals NaN (a saved NaN is not a change)."""
     both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
     return both_nan or a == b
+
+
+def snapshot_images(cfg: Config) -> int:
+    """Test images whose embeddings are saved at evaluated epochs: --snapshot-images, by default 1000 with the cheap
+    small-cnn and none with larger backbones (there they would cost as much as the evaluation itself)."""
+    given = cfg.train.snapshot_images
+    return (1000 if cfg.model.backbone == "small-cnn" else 0) if given is None else given

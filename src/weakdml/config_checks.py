@@ -69,10 +69,3 @@ def validate(config: Config) -> None:
     _check(dml.m_per_class >= 2, f"--m-per-class must be at least 2 (pairs need positives), got {dml.m_per_class}")
     _check(dml.centers_per_class >= 1, f"--centers-per-class must be at least 1, got {dml.centers_per_class}")
     _check(dml.supcon_temperature > 0, f"--supcon-temperature must be positive, got {dml.supcon_temperature}")
-
-
-def snapshot_images(cfg: Config) -> int:
-    """Test images whose embeddings are saved at evaluated epochs: --snapshot-images, by default 1000 with the cheap
-    small-cnn and none with larger backbones (there they would cost as much as the evaluation itself)."""
-    given = cfg.train.snapshot_images
-    return (1000 if cfg.model.backbone == "small-cnn" else 0) if given is None else given
