@@ -16,7 +16,7 @@ from pathlib import Path
 from weakdml.config import Config, build_config
 from weakdml.engine import dist
 from weakdml.engine.checkpoint import load_checkpoint, save_atomic
-from weakdml.engine.stages import Stage, StageContext, TrainStage, done_epochs, read_done, write_done
+from weakdml.engine.stages import Stage, StageContext, TrainStage, read_done, write_done
 from weakdml.errors import UserError
 from weakdml.methods import METHODS
 from weakdml.pipelines import PIPELINES
@@ -80,14 +80,14 @@ def run_pipeline(pipeline: Pipeline, ctx: StageContext, run_dir: Path) -> int:
     for index, (stage, first_epoch) in enumerate(zip(pipeline.stages, pipeline.first_epochs())):
         directory = pipeline.directory(run_dir, index)
         directory.mkdir(parents=True, exist_ok=True)
-        result = read_done(directory) if done_epochs(directory) == stage.epochs else None
-        if result is None:
+        result = read_done(directory)
+        if result is None or result.epochs != stage.epochs:
             if pipeline.nested:
                 log.info(f"stage {index + 1}/{len(pipeline.stages)}: {stage.name} in {directory}")
             ordinal = sum(isinstance(s, TrainStage) for s in pipeline.stages[:index])
             result = stage.run(ctx, directory, first_epoch, ordinal)
             if dist.is_main():
-                write_done(directory, result, stage.epochs)
+                write_done(directory, result)
         ctx.artifacts |= {f"{stage.name}/{key}": path for key, path in result.artifacts.items()}
         value = math.nan if result.best is None else result.best
         if isinstance(stage, TrainStage) and (chosen is None or ctx.monitor.improves(value, chosen[1])):

@@ -60,13 +60,15 @@ def _refuse_old_layout(run_dir: Path) -> None:
                         f"train it again")
 
 
-def task_and_monitor(cfg: Config, pipeline: Pipeline, data: PreparedData) -> tuple[Task, Monitor]:
-    """The evaluation protocol (the method's own, else the data set's) and what ``best.pt`` follows (``--monitor``,
-    else the method's choice, else the task's)."""
-    method_class = pipeline.stages[pipeline.trained[-1]].method_class  # type: ignore[attr-defined]
-    task = TASKS[method_class.task or data.task]
-    choice = cfg.train.monitor if cfg.train.monitor != "auto" else method_class.monitor or task.default_monitor
-    return task, Monitor.parse(choice)
+def prepare_run(cfg: Config, pipeline: Pipeline, split_file: Path | None) -> tuple[PreparedData, Task, Monitor]:
+    """The run's data (every training class keeps a labelled image unless all its methods are label-free), its
+    evaluation protocol (the method's own, else the data set's) and what ``best.pt`` follows (``--monitor``, else
+    the method's choice, else the task's)."""
+    classes = [pipeline.stages[i].method_class for i in pipeline.trained]  # type: ignore[attr-defined]
+    data = prepare_data(cfg, split_file, any(c.needs_labels for c in classes))
+    task = TASKS[classes[-1].task or data.task]
+    choice = cfg.train.monitor if cfg.train.monitor != "auto" else classes[-1].monitor or task.default_monitor
+    return data, task, Monitor.parse(choice)
 
 
 def train(cfg: Config, force: bool = False) -> RunSummary:
@@ -167,9 +169,7 @@ def train_student(teacher_dir: Path, overrides: dict[str, Any]) -> RunSummary:
 def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
     device = resolve_device(cfg.train.device)
     pipeline = pipeline_for(cfg)
-    needs_labels = any(pipeline.stages[i].method_class.needs_labels for i in pipeline.trained)  # type: ignore
-    data = prepare_data(cfg, run_dir / "split.json" if resume else None, needs_labels)
-    task, monitor = task_and_monitor(cfg, pipeline, data)
+    data, task, monitor = prepare_run(cfg, pipeline, run_dir / "split.json" if resume else None)
     for stage in pipeline.stages:
         stage.check(data)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -241,9 +241,7 @@ def load_run(run_dir: Path, device: str = "auto", data_root: str | None = None) 
     _refuse_old_layout(run_dir)
     cfg = build_config(run_dir / "config.yaml", {"device": device, "data_root": data_root})
     pipeline = pipeline_for(cfg)
-    needs_labels = any(pipeline.stages[i].method_class.needs_labels for i in pipeline.trained)  # type: ignore
-    data = prepare_data(cfg, run_dir / "split.json", needs_labels)
-    task, monitor = task_and_monitor(cfg, pipeline, data)
+    data, task, monitor = prepare_run(cfg, pipeline, run_dir / "split.json")
     stage = pipeline.stages[kept_stage(pipeline, run_dir)]
     assert isinstance(stage, TrainStage)
     method = stage.build(StageContext(data, resolve_device(cfg.train.device), task, monitor, MetricsLog(run_dir,

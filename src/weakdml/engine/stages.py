@@ -50,6 +50,7 @@ class StageContext:
 class StageResult:
     artifacts: dict[str, Path]
     best: float | None = None  # a trained stage's best monitor value
+    epochs: int = 0  # the epochs it was run for (a finished stage given more epochs is unfinished again)
 
 
 class Stage(Protocol):
@@ -123,7 +124,7 @@ class TrainStage:
             if self.init:
                 method.start_from(load_checkpoint(ctx.artifacts[self.init], map_location=ctx.device)["method"])
         trainer.fit()
-        return StageResult({"weights": directory / "best.pt"}, trainer.best)
+        return StageResult({"weights": directory / "best.pt"}, trainer.best, self.epochs)
 
 
 def read_done(directory: Path) -> StageResult | None:
@@ -133,21 +134,13 @@ def read_done(directory: Path) -> StageResult | None:
         return None
     try:
         raw = json.loads(path.read_text())
-        return StageResult({k: directory / v for k, v in raw["artifacts"].items()}, raw.get("best"))
+        return StageResult({k: directory / v for k, v in raw["artifacts"].items()}, raw.get("best"), raw["epochs"])
     except (ValueError, KeyError, TypeError):
         raise UserError(f"{path} is damaged; delete it to run that stage again") from None
 
 
-def write_done(directory: Path, result: StageResult, epochs: int) -> None:
+def write_done(directory: Path, result: StageResult) -> None:
     raw = {"artifacts": {k: str(p.relative_to(directory)) for k, p in result.artifacts.items()}, "best": result.best,
-           "epochs": epochs}
+           "epochs": result.epochs}
     write_text_atomic(directory / DONE, json.dumps(raw, indent=2))
 
-
-def done_epochs(directory: Path) -> int | None:
-    """The epochs a finished stage was run for (None while unfinished)."""
-    path = directory / DONE
-    try:
-        return int(json.loads(path.read_text())["epochs"]) if path.is_file() else None
-    except (ValueError, KeyError, TypeError):
-        return None

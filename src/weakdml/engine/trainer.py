@@ -127,10 +127,6 @@ class Trainer:
             log.info(f"epoch {epoch + 1}/{self.end_epoch}  loss {train_stats['loss']:.4f}  {shown}  "
                      f"({row['seconds']:.1f} s)")
 
-    def evaluates(self, epoch: int) -> bool:
-        """Validation and test are evaluated every ``eval_every`` epochs and at the end of each stage."""
-        return (epoch + 1) % self.cfg.train.eval_every == 0 or epoch + 1 in self.stage_starts[1:]
-
     def _snapshot(self, epoch: int) -> None:
         """Embeddings of the first ``snapshot_images`` test images, for plots of the embedding over epochs."""
         n = min(snapshot_images(self.cfg), len(self.data.test))
