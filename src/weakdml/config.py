@@ -1,7 +1,7 @@
 """Every setting of a run, as dataclasses: read from YAML, overridden by CLI flags, validated with clear messages.
 
 A config has one section per concern (``data``, ``model``, ``optim``, ``train``, ``nngk``, ``mixup``, ``nst``,
-``dml``). Each field is a CLI flag named after it (``labeled_fraction`` -> ``--labeled-fraction``); field names are
+``dml``, ``iaa``, ``mdr``). A method section may have a switch named after it (``--iaa``, ``--mdr``). Each field is a CLI flag named after it (``labeled_fraction`` -> ``--labeled-fraction``); field names are
 unique across sections so flags stay flat. The resolved config is saved as ``config.yaml`` in the run directory.
 """
 
@@ -83,8 +83,9 @@ class ModelConfig:
     width: float = _opt(1.0, "small-cnn: channel multiplier (1: 32-64-128-256 channels, 388 k parameters; 2: 1.55 M)")
     embedding_dim: int | None = _opt(64, "linear projection to this size (0 or None: the backbone's features)")
     l2_normalize: bool | None = _opt(None, "L2-normalise embeddings (default: on for kernel and metric-learning "
-                                           "methods, off for the softmax heads of cross-entropy and mixup; the "
-                                           "original NNGK did not normalise: use --no-l2-normalize with --sigma 10)")
+                                           "methods, off for the softmax heads of cross-entropy and mixup and "
+                                           "with --mdr; the original NNGK did not normalise: use "
+                                           "--no-l2-normalize with --sigma 10)")
     pretrained: str | None = _opt(None, "local state dict (.pt/.pth) to initialise the backbone")
     small_stem: bool | None = _opt(None, "ResNet stem of a 3x3 stride-1 conv without max-pool (default: for images of "
                                          "64 px or less; turn off to load ImageNet weights)")
@@ -96,6 +97,8 @@ class ModelConfig:
                                    "0.5 and 0.5 (half: the original MbDML code's)", ("data", "half"))
     grey_as_rgb: bool = _opt(False, "feed grey images to the backbone as three identical channels (the original "
                                     "MbDML code read every image as RGB)")
+    pooling: str = _opt("avg", "ResNets and GoogLeNet: global average pooling of the last feature map, or its sum "
+                               "with global max pooling (avg+max, the IAA code's GAP + GMP)", ("avg", "avg+max"))
     dropout: float = _opt(0.0, "dropout before the embedding projection")
     stochastic_depth: float = _opt(0.0, "stochastic-depth drop rate of residual blocks (ResNets)")
 
@@ -112,6 +115,8 @@ class OptimConfig:
     warmup_epochs: float = _opt(0.0, "linear warm-up of the learning rate over this many epochs (fractions allowed)")
     milestones: list[int] = _opt([], "step schedule: epochs at which lr is multiplied by --gamma")
     gamma: float = _opt(0.1, "step schedule: multiplier")
+    embedding_lr_factor: float = _opt(1.0, "learning-rate factor of everything after the backbone (the embedding "
+                                           "layer, a loss's proxies or levels); the IAA paper's recipe: 10")
 
 
 @dataclass
@@ -201,6 +206,47 @@ class DMLConfig:
     triplet_margin: float = _opt(0.05, "triplet: margin of the loss and the miner (PML's loss default)")
     triplet_miner: str = _opt("semihard", "triplet: TripletMarginMiner type; 'all' = every triplet that violates "
                                           "the margin (PML's loss without a miner)", ("semihard", "hard", "all"))
+    contrastive_distance: str = _opt("euclidean", "contrastive: margins on Euclidean distances (PML default) or on "
+                                                  "cosine similarities (the IAA paper: --contrastive-pos-margin 0.8 "
+                                                  "--contrastive-neg-margin 0.5)", ("euclidean", "cosine"))
+    ms_thresh: float = _opt(0.5, "ms: similarity threshold λ of the loss (PML's base; the IAA paper's 0.5)")
+    ms_margin: float = _opt(0.1, "ms: margin ε of the multi-similarity miner (the IAA paper's 0.1)")
+    ms_scale_pos: float = _opt(2.0, "ms: scale α of the positive pairs (the IAA paper's 2)")
+    ms_scale_neg: float = _opt(40.0, "ms: scale β of the negative pairs (the IAA paper's 40)")
+
+
+@dataclass
+class IAAConfig:
+    iaa: bool = _opt(False, "add intra-class adaptive augmentation to the pair loss (ms, contrastive, triplet): "
+                            "synthetic copies of each embedding drawn from its class's variance")
+    iaa_copies: int = _opt(3, "IAA: synthetic copies M of each real embedding")
+    iaa_lambda: float = _opt(0.8, "IAA: strength λ of the copies' spread (the paper: 0.5-0.8), decayed to 0.9, 0.75 "
+                                  "and 0.6 of it after 40, 60 and 80 % of the epochs")
+    iaa_start_epoch: int | None = _opt(None, "IAA: estimate the class statistics for the first time after this many "
+                                             "epochs, training with the plain loss before (default: 30 % of "
+                                             "--epochs, as the original's 30 of 100; like λ's decay, it follows "
+                                             "--epochs)")
+    iaa_update_every: int = _opt(2, "IAA: re-estimate the class statistics every this many epochs (an embedding "
+                                    "pass over the training images without augmentation)")
+    iaa_class_switch: int = _opt(1000, "IAA: up to this many classes, the moving update of the statistics; above, "
+                                       "classes with one image in a pass keep their statistics")
+    iaa_momentum: float = _opt(0.2, "IAA: a pass's statistics weigh at least 1 - momentum in the moving update")
+    neighbour_correction: bool = _opt(True, "IAA: correct the variance of classes with few images from their "
+                                            "nearest classes and the global variance (off: the ablation)")
+    iaa_neighbours: int = _opt(25, "IAA: nearest classes K of the neighbour correction")
+    iaa_beta: float = _opt(0.1, "IAA: β of the correction's share α = 1 / (1 + log(1 + β(n - 1)))")
+    iaa_gamma: float = _opt(0.1, "IAA: share γ of the global variance in the correction")
+    iaa_tau: int = _opt(40, "IAA: classes with at least this many images are not corrected")
+    iaa_sigma_mean: float = _opt(1.0, "IAA: width of the neighbour weights over the distance of class means")
+    iaa_sigma_cov: float = _opt(1.0, "IAA: width of the neighbour weights over the distance of class variances")
+
+
+@dataclass
+class MDRConfig:
+    mdr: bool = _opt(False, "add multi-level distance regularisation to the metric loss (ms, contrastive, triplet)")
+    mdr_weight: float = _opt(0.6, "MDR: weight λ of the regulariser (the paper: 0.6 CUB, 0.2 Cars, 0.1 SOP and "
+                                  "In-shop)")
+    mdr_level_penalty: float = _opt(0.01, "MDR: weight ν of the penalty on the learnable levels")
 
 
 @dataclass
@@ -213,6 +259,8 @@ class Config:
     mixup: MixupConfig = field(default_factory=MixupConfig)
     nst: NSTConfig = field(default_factory=NSTConfig)
     dml: DMLConfig = field(default_factory=DMLConfig)
+    iaa: IAAConfig = field(default_factory=IAAConfig)
+    mdr: MDRConfig = field(default_factory=MDRConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -69,3 +69,24 @@ def validate(config: Config) -> None:
     _check(dml.m_per_class >= 2, f"--m-per-class must be at least 2 (pairs need positives), got {dml.m_per_class}")
     _check(dml.centers_per_class >= 1, f"--centers-per-class must be at least 1, got {dml.centers_per_class}")
     _check(dml.supcon_temperature > 0, f"--supcon-temperature must be positive, got {dml.supcon_temperature}")
+    _check(m.pooling == "avg" or m.backbone != "small-cnn", "--pooling avg+max is for the ResNets and GoogLeNet; "
+           "small-cnn pools by average only")
+    _check(o.embedding_lr_factor > 0, f"--embedding-lr-factor must be positive, got {o.embedding_lr_factor}")
+    _check_iaa(config)
+
+
+def _check_iaa(config: Config) -> None:
+    i, epochs = config.iaa, config.train.epochs
+    _check(i.iaa_copies >= 1, f"--iaa-copies must be at least 1, got {i.iaa_copies}")
+    _check(i.iaa_lambda >= 0, f"--iaa-lambda must be non-negative, got {i.iaa_lambda}")
+    _check(i.iaa_start_epoch is None or i.iaa_start_epoch >= 0,
+           f"--iaa-start-epoch must be non-negative, got {i.iaa_start_epoch}")
+    _check(not i.iaa or i.iaa_start_epoch is None or i.iaa_start_epoch < epochs, f"--iaa-start-epoch {i.iaa_start_epoch} is not below --epochs "
+           f"{epochs}: IAA would never start; lower --iaa-start-epoch")
+    _check(i.iaa_update_every >= 1, f"--iaa-update-every must be at least 1, got {i.iaa_update_every}")
+    _check(0 <= i.iaa_momentum < 1, f"--iaa-momentum must be in [0, 1), got {i.iaa_momentum}")
+    _check(i.iaa_neighbours >= 1 and i.iaa_tau >= 1, "--iaa-neighbours and --iaa-tau must be at least 1")
+    _check(i.iaa_beta >= 0 and 0 <= i.iaa_gamma <= 1, "--iaa-beta must be non-negative and --iaa-gamma in [0, 1]")
+    _check(i.iaa_sigma_mean > 0 and i.iaa_sigma_cov > 0, "--iaa-sigma-mean and --iaa-sigma-cov must be positive")
+    m = config.mdr
+    _check(m.mdr_weight >= 0 and m.mdr_level_penalty >= 0, "--mdr-weight and --mdr-level-penalty must be non-negative")

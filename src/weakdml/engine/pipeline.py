@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from weakdml.config import Config, build_config
+from weakdml.config import SECTIONS, Config, build_config
 from weakdml.engine import dist
 from weakdml.engine.checkpoint import load_checkpoint, save_atomic
 from weakdml.engine.stages import Stage, StageContext, TrainStage, read_done, write_done
@@ -68,10 +68,24 @@ def pipeline_for(cfg: Config) -> Pipeline:
     name = cfg.train.method
     if name in PIPELINES:
         stages, nested = PIPELINES[name](cfg)
-        return Pipeline(stages, nested)
-    if name not in METHODS:
+        pipeline = Pipeline(stages, nested)
+    elif name in METHODS:
+        pipeline = Pipeline([TrainStage("train", METHODS[name], cfg, cfg.train.epochs)])
+    else:
         raise UserError(f"unknown method '{name}'; choose one of {', '.join(method_names())}")
-    return Pipeline([TrainStage("train", METHODS[name], cfg, cfg.train.epochs)])
+    _check_switches(cfg, pipeline)
+    return pipeline
+
+
+def _check_switches(cfg: Config, pipeline: Pipeline) -> None:
+    """Refuse a section's switch (``--iaa``, ``--mdr``: a boolean named after its section) that the method does not
+    read, rather than train without it."""
+    read = {s for i in pipeline.trained for s in pipeline.stages[i].method_class.sections}  # type: ignore[attr-defined]
+    for section in SECTIONS:
+        if getattr(getattr(cfg, section), section, False) is True and section not in read:
+            users = [m for m in method_names() if section in sections_of(m)]
+            raise UserError(f"--{section} does not apply to --method {cfg.train.method}; it works with "
+                            f"{', '.join(users)}")
 
 
 def run_pipeline(pipeline: Pipeline, ctx: StageContext, run_dir: Path) -> int:

@@ -68,7 +68,7 @@ def build_method(cfg: Config, method_class: type[Method], data: PreparedData, de
     before it), input normalisation from the labelled images, and ``--pretrained`` weights if given."""
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     if cfg.model.l2_normalize is None:
-        cfg.model.l2_normalize = method_class.l2_normalize_by_default  # saved resolved in config.yaml
+        cfg.model.l2_normalize = method_class.l2_normalizes(cfg)
     sample = data.train.labeled if len(data.train.labeled) else data.train.unlabeled
     mean, std = channel_stats(all_images(view(sample, torch.arange(min(len(sample), 10_000)))))
     model = EmbeddingNet(cfg.model, data.bundle.channels, data.bundle.image_size, mean, std)

@@ -93,6 +93,10 @@ class IAALoss(torch.nn.Module):
         self.statistics = ClassStatistics(num_classes, embedding_size, **statistics)
         self._generator: torch.Generator | None = None
 
+    def reseed(self, seed: int) -> None:
+        """Draw the copies' noise from ``seed`` on (e.g. per epoch, so that a resumed run draws the same)."""
+        self.seed, self._generator = seed, None
+
     def update_statistics(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
         """Refresh the per-class statistics from the embeddings (N, D) of the whole training set (no gradient)."""
         self.statistics.update(embeddings, labels)

@@ -20,7 +20,7 @@ from weakdml.errors import UserError
 class MDRLoss(torch.nn.Module):
     """``mdr(embeddings (B, D), labels=None) -> scalar``; add it to the metric loss (``weight`` is λ_mdr: 0.6 CUB,
     0.2 Cars, 0.1 SOP and In-shop; ``level_penalty`` is ν). The running statistics move in training mode only; the
-    first batch initialises them."""
+    first batch initialises them (until then, each batch is normalised by its own)."""
 
     def __init__(self, weight: float = 0.6, level_penalty: float = 0.01, levels: Sequence[float] = (-3.0, 0.0, 3.0),
                  momentum: float = 0.9) -> None:
@@ -39,7 +39,10 @@ class MDRLoss(torch.nn.Module):
         d = pairwise_distances(embeddings)  # (B(B-1),) every ordered pair i != j
         if self.training:
             self._track(d.detach().mean(), d.detach().std())
-        normalised = (d - self.running_mean) / self.running_std
+        if self.initialised:
+            normalised = (d - self.running_mean) / self.running_std
+        else:  # never trained: the batch's own statistics
+            normalised = (d - d.detach().mean()) / d.detach().std()
         nearest_level = (normalised.unsqueeze(0) - self.levels.unsqueeze(1)).abs().amin(0)  # (B(B-1),)
         return self.weight * nearest_level.mean() + self.level_penalty * self.levels.pow(2).sum()
 

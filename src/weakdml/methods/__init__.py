@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from weakdml.methods.base import Batch, Method, TrainData
 from weakdml.methods.classifier import CrossEntropy, Mixup
-from weakdml.methods.dml import Contrastive, ProxyAnchor, SoftTriple, SupCon, Triplet
+from weakdml.methods.dml import Contrastive, MultiSimilarity, ProxyAnchor, SoftTriple, SupCon, Triplet
 from weakdml.methods.mbdml import MbDML1, MbDML2, MbDML3
 from weakdml.methods.nngk import NNGK
 from weakdml.methods.noisy_student import NoisyStudentTeacher
@@ -18,6 +18,7 @@ METHODS: dict[str, type[Method]] = {
     "mbdml2": MbDML2,
     "mbdml3": MbDML3,
     "mbdml4": NoisyStudentTeacher,  # its stages: weakdml.pipelines.noisy_student
+    "ms": MultiSimilarity,
     "contrastive": Contrastive,
     "proxy-anchor": ProxyAnchor,
     "soft-triple": SoftTriple,

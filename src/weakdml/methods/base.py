@@ -57,6 +57,11 @@ class Method(nn.Module):
         self.cfg = cfg
         self.generator = torch.Generator()
 
+    @classmethod
+    def l2_normalizes(cls, cfg: Config) -> bool:
+        """Whether its embeddings are L2-normalised when --(no-)l2-normalize is not given."""
+        return cls.l2_normalize_by_default
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -84,8 +89,14 @@ class Method(nn.Module):
                 yield Batch(idx)
 
     def parameter_groups(self) -> list[ParamGroup]:
-        """Named groups of parameters with their learning-rate factor and weight decay; by default one group."""
-        return [ParamGroup("all", list(self.parameters()))]
+        """Named groups of parameters with their learning-rate factor and weight decay: by default one group, or the
+        backbone and everything after it (at ``--embedding-lr-factor`` times the rate) when that factor is not 1."""
+        factor = self.cfg.optim.embedding_lr_factor
+        if factor == 1:
+            return [ParamGroup("all", list(self.parameters()))]
+        backbone = {id(p) for p in self.model.backbone.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in backbone]
+        return [ParamGroup("backbone", list(self.model.backbone.parameters())), ParamGroup("embedding", rest, factor)]
 
     def view(self, images: torch.Tensor, kind: str | None = None) -> torch.Tensor:
         """An augmented float view of a uint8 batch (kind defaults to the configured augmentation)."""

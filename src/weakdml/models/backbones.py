@@ -35,6 +35,14 @@ class SmallCNN(nn.Module):
         return self.features(x)
 
 
+class AvgMaxPool(nn.Module):
+    """Global average plus global max pooling of a feature map (B, F, H, W) -> (B, F, 1, 1), the IAA code's GAP +
+    GMP; it replaces torchvision's ``avgpool``, so the state-dict keys stay torchvision's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True) + x.amax(dim=(2, 3), keepdim=True)
+
+
 class DropPath(nn.Module):
     """Stochastic depth: in training, zero a residual branch per sample with probability ``p`` (scaling the kept
     ones by 1/(1-p)). It is a child of its residual block and acts as a forward hook on the branch's last BatchNorm,
@@ -86,14 +94,19 @@ def _googlenet(in_channels: int) -> tuple[nn.Module, int]:
 
 
 def build_backbone(name: str, in_channels: int, image_size: int, stochastic_depth: float = 0.0,
-                   small_stem: bool | None = None, width: float = 1.0) -> tuple[nn.Module, int]:
+                   small_stem: bool | None = None, width: float = 1.0, pooling: str = "avg") -> tuple[nn.Module, int]:
     """The named backbone and its feature size; ``small_stem`` None means: for images of 64 px or less; ``width``
-    multiplies small-cnn's channels."""
+    multiplies small-cnn's channels; ``pooling`` "avg+max" adds global max pooling (ResNets, GoogLeNet)."""
     if name == "small-cnn":
         net = SmallCNN(in_channels, width)
         return net, net.out_features
     if name in ("resnet18", "resnet50"):
-        return _resnet(name, in_channels, image_size <= 64 if small_stem is None else small_stem, stochastic_depth)
-    if name == "googlenet":
-        return _googlenet(in_channels)
-    raise ValueError(f"unknown backbone {name}")  # config validation lists the valid names first
+        net, features = _resnet(name, in_channels, image_size <= 64 if small_stem is None else small_stem,
+                                stochastic_depth)
+    elif name == "googlenet":
+        net, features = _googlenet(in_channels)
+    else:
+        raise ValueError(f"unknown backbone {name}")  # config validation lists the valid names first
+    if pooling == "avg+max":
+        net.avgpool = AvgMaxPool()
+    return net, features

@@ -22,7 +22,7 @@ class EmbeddingNet(nn.Module):
         super().__init__()
         self.grey_as_rgb = cfg.grey_as_rgb and in_channels == 1
         self.backbone, features = build_backbone(cfg.backbone, 3 if self.grey_as_rgb else in_channels, image_size,
-                                                 cfg.stochastic_depth, cfg.small_stem, cfg.width)
+                                                 cfg.stochastic_depth, cfg.small_stem, cfg.width, cfg.pooling)
         self.backbone.to(memory_format=torch.channels_last)
         self.dropout = nn.Dropout(cfg.dropout)  # p may be raised later (Noisy Student's noise)
         self.projection = nn.Linear(features, cfg.embedding_dim) if cfg.embedding_dim else nn.Identity()
