@@ -81,8 +81,9 @@ def _check_iaa(config: Config) -> None:
     _check(i.iaa_lambda >= 0, f"--iaa-lambda must be non-negative, got {i.iaa_lambda}")
     _check(i.iaa_start_epoch is None or i.iaa_start_epoch >= 0,
            f"--iaa-start-epoch must be non-negative, got {i.iaa_start_epoch}")
-    _check(not i.iaa or i.iaa_start_epoch is None or i.iaa_start_epoch < epochs, f"--iaa-start-epoch {i.iaa_start_epoch} is not below --epochs "
-           f"{epochs}: IAA would never start; lower --iaa-start-epoch")
+    _check(not i.iaa or i.iaa_start_epoch is None or i.iaa_start_epoch < epochs,
+           f"--iaa-start-epoch {i.iaa_start_epoch} is not below --epochs {epochs}: IAA would never start; lower "
+           f"--iaa-start-epoch")
     _check(i.iaa_update_every >= 1, f"--iaa-update-every must be at least 1, got {i.iaa_update_every}")
     _check(0 <= i.iaa_momentum < 1, f"--iaa-momentum must be in [0, 1), got {i.iaa_momentum}")
     _check(i.iaa_neighbours >= 1 and i.iaa_tau >= 1, "--iaa-neighbours and --iaa-tau must be at least 1")
