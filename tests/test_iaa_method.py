@@ -133,3 +133,20 @@ def test_ms_with_iaa_and_mdr_learns_beyond_raw_pixels_and_transfers_to_unseen_cl
     baseline = recall_at_1(pixels, data.val.labels)
     assert final["val_recall@1"] > baseline, (final["val_recall@1"], baseline)
     assert final["test_recall@1"] > 0.85 and final["test_map@r"] > 0.3
+
+
+def test_validation_classes_leaving_one_training_class_are_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--method", "ms", "--class-disjoint", "--val-classes", "4", "--epochs", "1", "--out", str(out)]
+    assert main(args) == 2
+    assert "needs labelled images of at least 2 classes, and the training images hold 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_classes_smaller_than_m_per_class_are_reported(tmp_path, caplog):
+    args = ["train", "--method", "ms", "--class-disjoint", "--labels-per-class", "3", "--val-fraction", "0",
+            "--m-per-class", "4", "--batch-size", "20", "--epochs", "1", "--out", str(tmp_path / "r"), "--progress",
+            "off"]
+    assert main(args) == 0
+    assert "5 of the 5 training classes have fewer than --m-per-class 4 labelled images: their images repeat" in \
+        caplog.text

@@ -103,7 +103,9 @@ class TrainStage:
     inputs: dict[str, str] = field(default_factory=dict)
 
     def check(self, data: PreparedData) -> None:
-        """Refuse images too small for the network before anything is written."""
+        """Refuse data the method cannot learn from, or images too small for the network, before anything is
+        written."""
+        self.method_class.check_data(self.cfg, data.train)
         model = EmbeddingNet(self.cfg.model, data.bundle.channels, data.bundle.image_size)
         _check_input_size(model, self.cfg.model.backbone, data.bundle.train.shape)
 

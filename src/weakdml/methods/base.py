@@ -62,6 +62,10 @@ class Method(nn.Module):
         """Whether its embeddings are L2-normalised when --(no-)l2-normalize is not given."""
         return cls.l2_normalize_by_default
 
+    @classmethod
+    def check_data(cls, cfg: Config, data: TrainData) -> None:
+        """Refuse (UserError) training data it cannot learn from, before the run writes anything."""
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

@@ -33,6 +33,7 @@ from torch import nn
 from weakdml.config import Config, DMLConfig
 from weakdml.data.samplers import batch_shape, m_per_class_batches
 from weakdml.data.types import TrainData
+from weakdml.errors import UserError
 from weakdml.losses import IAALoss, MDRLoss, iaa_lambda, multi_similarity
 from weakdml.methods.base import Batch, Method, Scorer
 from weakdml.methods.nngk import current_centres_scorer
@@ -53,13 +54,27 @@ class DMLMethod(Method):
         pull every embedding together (docs/results.md, IAA study); the MDR paper leaves embeddings unnormalised."""
         return not cfg.mdr.mdr
 
+    @classmethod
+    def check_data(cls, cfg: Config, data: TrainData) -> None:
+        """At least two classes of labelled images and a batch that holds two of them; classes with fewer images
+        than --m-per-class are reported (their images repeat within a batch)."""
+        counts = torch.bincount(data.labeled.labels[data.labeled.labels >= 0])
+        counts = counts[counts > 0]
+        if len(counts) < 2:
+            raise UserError(f"metric learning needs labelled images of at least 2 classes, and the training images "
+                            f"hold {len(counts)}; train on more classes (--train-classes, fewer --val-classes)")
+        batch_shape(len(counts), cfg.train.batch_size, cfg.dml.m_per_class)
+        small = int((counts < cfg.dml.m_per_class).sum())
+        if small:
+            log.warning(f"{small} of the {len(counts)} training classes have fewer than --m-per-class "
+                        f"{cfg.dml.m_per_class} labelled images: their images repeat within a batch (drawn with "
+                        f"replacement)")
+
     def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
         super().__init__(model, data, cfg)
         if cfg.mdr.mdr and model.l2_normalize:
             log.warning("--mdr with --l2-normalize: MDR can collapse L2-normalised embeddings onto one point; "
                         "without --l2-normalize (its default) it regularises their distances as the MDR paper")
-        num_classes = int(data.labeled.labels.unique().numel())
-        batch_shape(num_classes, cfg.train.batch_size, cfg.dml.m_per_class)  # fail now, not at the first epoch
         self.loss, self.miner = self.build_loss(cfg.dml, data.num_classes, model.dim)
         self.iaa = build_iaa(self.loss, self.miner, data.num_classes, model.dim, cfg) if cfg.iaa.iaa else None
         self.mdr = MDRLoss(cfg.mdr.mdr_weight, cfg.mdr.mdr_level_penalty) if cfg.mdr.mdr else None
