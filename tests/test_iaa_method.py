@@ -150,3 +150,22 @@ def test_classes_smaller_than_m_per_class_are_reported(tmp_path, caplog):
     assert main(args) == 0
     assert "5 of the 5 training classes have fewer than --m-per-class 4 labelled images: their images repeat" in \
         caplog.text
+
+
+def test_iaa_recipe_configs_are_the_generators_and_build():
+    """configs/iaa/ is what scripts/iaa_configs.py writes (so the files cannot drift from it), and each is a valid
+    config of its loss, with IAA on exactly in the -iaa files."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("iaa_configs", root / "scripts" / "iaa_configs.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    expected = generator.files()
+    assert len(expected) == 24 and sorted((root / "configs" / "iaa").glob("*.yaml")) == sorted(root / p for p in expected)
+    for path, text in expected.items():
+        assert (root / path).read_text() == text
+        cfg = build_config(root / path)
+        assert cfg.iaa.iaa == path.stem.endswith("-iaa")
+        assert (cfg.model.batchnorm, cfg.optim.embedding_lr_factor, cfg.model.embedding_dim) == ("frozen", 10.0, 512)
