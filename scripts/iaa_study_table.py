@@ -20,7 +20,8 @@ def cell(values: list[float]) -> str:
 
 
 def main(out: Path) -> str:
-    lines = ["| variant | loss | seeds | R@1 | R@2 | R@4 | R@8 | MAP@R | train s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | loss | seeds | R@1 | R@2 | R@4 | R@8 | MAP@R | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for variant in sorted(p for p in out.iterdir() if (p / "runs").is_dir()):
         by_method: dict[str, list[dict]] = {}
         for final in sorted((variant / "runs").glob("*-s*/final_metrics.json")):
