@@ -4,7 +4,8 @@ The recipe: GoogLeNet with a 512-d linear embedding (L2-normalised unless --mdr)
 layer at 10× the learning rate, Adam 1e-4 with weight decay 4e-4, ×0.2 at epochs 40 and 60 of 100; m = 4 images per
 class in batches of 128 (CUB, Cars) or 3 in batches of 180 (SOP, In-shop); IAA from epoch 30, statistics every 2
 epochs, λ 0.8 (0.6 for SOP and In-shop), 3 copies (2 for the contrastive loss on SOP and In-shop), as the authors'
-commands. The model kept is the last epoch's: the original code reported its best *test* epoch. Run from the repository root:
+commands. The model kept is the last epoch's: the original code reported its best *test* epoch. Run from the
+repository root:
 
     .venv/bin/python scripts/iaa_configs.py
 """
