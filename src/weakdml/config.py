@@ -64,9 +64,11 @@ class DataConfig:
                                         "others; implies --class-disjoint")
     split: str | None = _opt(None, "use this saved split file (from `weakdml split`, or a run directory's); "
                                    "--labeled-fraction, --labels-per-class and --val-fraction are then unused")
-    augment: str = _opt("weak", "training augmentation: none, horizontal flips (flip: the original MbDML code's), "
-                                "±1/8 shifts and flips (weak), RandAugment and cutout on top (strong)",
-                        ("none", "flip", "weak", "strong"))
+    augment: str = _opt("auto", "training augmentation: none, horizontal flips (flip: the original MbDML code's), "
+                                "±1/8 shifts and flips (weak), RandAugment and cutout on top (strong), random resized "
+                                "crops of 0.16-1 of the area and flips (retrieval: the DML papers'), or auto "
+                                "(retrieval on the retrieval benchmarks, else weak)",
+                        ("auto", "none", "flip", "weak", "strong", "retrieval"))
     cache_dir: str | None = _opt(None, "folder data sets: decode the images once, in parallel, into a uint8 cache in "
                                        "this folder and read batches from it (memory stays bounded whatever the "
                                        "data set's size; reused while the files are unchanged)", role="bookkeeping")
