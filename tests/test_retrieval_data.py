@@ -194,8 +194,8 @@ def test_weakdml_datasets_lists_the_retrieval_benchmarks_and_how_to_get_them(tmp
     (lambda f: (f / "image_class_labels.txt").write_text("1 1\n2 one\n3 101\n"),
      r"image_class_labels.txt:2: a class id must be an integer, found 'one'"),
     (lambda f: (f / "image_class_labels.txt").unlink(), r"cannot read list file .*image_class_labels.txt"),
-    (lambda f: next((f / "images").rglob("*_0.jpg")).unlink(), r"image .*Bird_1_0.jpg \(listed at .*images.txt:1\) "
-                                                                r"not found"),
+    (lambda f: next((f / "images").rglob("*_0.jpg")).unlink(),
+     r"image .*Bird_1_0.jpg \(listed at .*images.txt:1\) not found"),
 ])
 def test_bad_cub_files_are_one_line_that_names_the_file_and_line(tmp_path, edit, message):
     folder = write_cub(tmp_path, {1: 1, 101: 2})

@@ -69,12 +69,14 @@ class DataConfig:
                                 "crops of 0.16-1 of the area and flips (retrieval: the DML papers'), or auto "
                                 "(retrieval on the retrieval benchmarks, else weak)",
                         ("auto", "none", "flip", "weak", "strong", "retrieval"))
-    cache_dir: str | None = _opt(None, "folder data sets: decode the images once, in parallel, into a uint8 cache in "
-                                       "this folder and read batches from it (memory stays bounded whatever the "
-                                       "data set's size; reused while the files are unchanged)", role="bookkeeping")
+    cache_dir: str | None = _opt(None, "folder and retrieval data sets: decode the images once, in parallel, into a "
+                                       "uint8 cache in this folder and read batches from it (memory stays bounded "
+                                       "whatever the data set's size; reused while the files are unchanged)",
+                                 role="bookkeeping")
     decode_on_load: bool = _opt(False, "folder data sets: keep only the file list and decode each batch's images when "
                                        "it is loaded (spread over --workers processes): neither memory nor disk "
-                                       "beyond the files, at the cost of decoding every epoch", role="bookkeeping")
+                                       "beyond the files, at the cost of decoding every epoch (the retrieval "
+                                       "benchmarks' default)", role="bookkeeping")
     workers: int = _opt(0, "processes that load batches ahead of training (0: one background thread; use more when "
                            "images are decoded from files)", role="bookkeeping")
 

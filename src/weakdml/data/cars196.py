@@ -20,7 +20,8 @@ TRAIN_CLASSES = 98  # classes 1..98 train, 99..196 test
 BENCHMARK = Benchmark(
     "cars196", "cars_annos.mat", ("cars196", "stanford_cars"),
     "16,185 photos of 196 car models (retrieval: classes 1-98 train, 99-196 test)",
-    "download car_ims.tgz and cars_annos.mat from the Stanford Cars dataset page (ai.stanford.edu/~jkrause/cars/"
+    "download car_ims.tgz and cars_annos.mat from the Stanford Cars dataset page "
+    "(https://ai.stanford.edu/~jkrause/cars/"
     "car_dataset.html) into {root}/cars196 and extract car_ims.tgz there",
 )
 

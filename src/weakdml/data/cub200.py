@@ -14,8 +14,9 @@ TRAIN_CLASSES = 100  # classes 1..100 train, 101..200 test
 BENCHMARK = Benchmark(
     "cub200", "images.txt", ("CUB_200_2011",),
     "11,788 photos of 200 bird species (retrieval: classes 1-100 train, 101-200 test)",
-    "download CUB_200_2011.tgz from the Caltech-UCSD Birds-200-2011 page (www.vision.caltech.edu/datasets/cub_200_2011) "
-    "and extract it into {root}, so that {root}/CUB_200_2011/images.txt exists",
+    "download CUB_200_2011.tgz from the Caltech-UCSD Birds-200-2011 page "
+    "(https://www.vision.caltech.edu/datasets/cub_200_2011/) and extract it into {root}, so that "
+    "{root}/CUB_200_2011/images.txt exists",
 )
 
 

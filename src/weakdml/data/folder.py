@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from weakdml.config import DataConfig
-from weakdml.data.images import extensions, header_shape, list_images, read_images
 from weakdml.data.file_sources import lazy_sources
+from weakdml.data.images import extensions, header_shape, list_images, read_images
 from weakdml.data.memory import check_image_memory
 from weakdml.data.status import DatasetStatus
 from weakdml.data.types import DataBundle, ImageSet

@@ -6,8 +6,6 @@ the images it names (``img/...``, in the folder or its ``Img/``). The retrieval 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from weakdml.config import DataConfig
 from weakdml.data.retrieval_sets import Benchmark, Listed, integer, read_rows, retrieval_bundle
 from weakdml.data.status import DatasetStatus
@@ -19,8 +17,8 @@ PARTS = ("train", "query", "gallery")
 BENCHMARK = Benchmark(
     "inshop", LIST, ("InShop", "Eval", "InShop/Eval"),
     "52,712 clothing photos of 7,982 items (retrieval: 3,997 training items; queries against a gallery of the others)",
-    "download the In-shop Clothes Retrieval Benchmark of DeepFashion (mmlab.ie.cuhk.edu.hk/projects/DeepFashion/"
-    "InShopRetrieval.html): put Eval/list_eval_partition.txt and the extracted Img/img.zip (a folder img/) into "
+    "download the In-shop Clothes Retrieval Benchmark of DeepFashion "
+    "(https://mmlab.ie.cuhk.edu.hk/projects/DeepFashion/InShopRetrieval.html): put Eval/list_eval_partition.txt and the extracted Img/img.zip (a folder img/) into "
     "{root}/InShop",
 )
 

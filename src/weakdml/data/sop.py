@@ -15,8 +15,8 @@ from weakdml.data.types import DataBundle
 BENCHMARK = Benchmark(
     "sop", "Ebay_train.txt", ("Stanford_Online_Products",),
     "120,053 product photos of 22,634 products (retrieval: 11,318 training products, 11,316 test products)",
-    "download Stanford_Online_Products.zip from the Stanford Online Products page (cvgl.stanford.edu/projects/"
-    "lifted_struct) and extract it into {root}, so that {root}/Stanford_Online_Products/Ebay_train.txt exists",
+    "download Stanford_Online_Products.zip from the Stanford Online Products page (https://cvgl.stanford.edu/projects/"
+    "lifted_struct/) and extract it into {root}, so that {root}/Stanford_Online_Products/Ebay_train.txt exists",
 )
 
 
