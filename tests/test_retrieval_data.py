@@ -18,9 +18,11 @@ from weakdml.data import augment as augment_module
 from weakdml.data.images import decode_image
 from weakdml.data.prepare import prepare_data
 from weakdml.data.registry import dataset_status, load_dataset
-from weakdml.data.sources import CachedSource, FileSource, ImageSet
+from weakdml.data.sources import CachedSource, FileSource, ImageSet, all_images
 from weakdml.data.sources import files as files_module
+from weakdml.engine.stages import build_method
 from weakdml.errors import UserError
+from weakdml.methods import METHODS
 from weakdml.models.embedding import channel_stats
 
 SIZE = 32  # --input-size of the tests: images stored at 32 x 32, crops of 28
@@ -290,7 +292,7 @@ def test_resized_crops_and_centre_crops_equal_torchvisions():
     for image, (top, left, h, w), flip, got in zip(images, boxes.int().tolist(), mirror, out):
         want = TF.resized_crop(image.float(), top, left, h, w, [24, 24], antialias=False)
         torch.testing.assert_close(got, TF.horizontal_flip(want) if flip else want, atol=1e-3, rtol=0)
-    torch.testing.assert_close(augment_module.test_view(images, 32), TF.center_crop(images, [32, 32]).float() / 255)
+    torch.testing.assert_close(augment_module.eval_view(images, 32), TF.center_crop(images, [32, 32]).float() / 255)
 
 
 def test_auto_augmentation_is_the_papers_crop_on_cropped_sets_and_weak_elsewhere():
@@ -302,7 +304,7 @@ def test_auto_augmentation_is_the_papers_crop_on_cropped_sets_and_weak_elsewhere
     assert run("auto", 28).shape == (4, 3, 28, 28)
     assert torch.equal(run("auto", 28), run("retrieval", 28))
     assert torch.equal(run("auto", None), run("weak", None))
-    assert torch.equal(run("none", 28), augment_module.test_view(images, 28))  # the other kinds start centre-cropped
+    assert torch.equal(run("none", 28), augment_module.eval_view(images, 28))  # the other kinds start centre-cropped
 
 
 def test_train_on_a_cub_folder_reports_its_recall_at_k(tmp_path, capsys):
@@ -320,3 +322,21 @@ def test_train_on_a_cub_folder_reports_its_recall_at_k(tmp_path, capsys):
     assert main(["evaluate", str(run), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert [again[f"test_recall@{k}"] for k in (1, 2, 4, 8)] == pytest.approx(recalls, abs=1e-6)
+
+
+def test_a_method_trains_on_random_crops_and_embeds_the_centre_crop(tmp_path):
+    """On a cropped set the default augmentation is the papers' crop (28 of 32 px here) and every embedding pass
+    (evaluation, validation, statistics) sees the centre crop of the stored images."""
+    write_cub(tmp_path, {1: 2, 2: 2, 101: 2})
+    cfg = build_config(overrides={"dataset": "cub200", "data_root": str(tmp_path), "input_size": SIZE,
+                                  "method": "triplet", "labeled_fraction": 1.0, "val_fraction": 0.0})
+    data = prepare_data(cfg)
+    method = build_method(cfg, METHODS["triplet"], data, torch.device("cpu"))
+    images = all_images(data.test)
+    method.seed_epoch(0)
+    crops = method.view(images)
+    method.seed_epoch(0)
+    assert crops.shape == (2, 3, 28, 28) and torch.equal(crops, augment_module.random_resized_crop(
+        images, 28, True, method.generator) / 255)
+    method.eval()
+    torch.testing.assert_close(method.embed_all(data.test), method.model(images[:, :, 2:30, 2:30].float() / 255))

@@ -7,7 +7,7 @@ nothing); ``weak`` is the standard random crop (reflect padding of 1/8 of the si
 images that drew the same one) and random erasing, the noise of Noisy Student and FixMatch; ``retrieval`` is the
 deep-metric-learning papers' random resized crop (scale 0.16-1, aspect ratio 3/4-4/3) plus that flip; ``auto`` is
 ``retrieval`` for data sets whose images are cropped (``crop``: the retrieval benchmarks), else ``weak``. With a
-``crop`` side the other kinds start from the centre crop, as the test images do (``test_view``).
+``crop`` side the other kinds start from the centre crop, as the test images do (``eval_view``).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def center_crop(images: torch.Tensor, side: int | None) -> torch.Tensor:
     return images[..., top:top + side, left:left + side]
 
 
-def test_view(images: torch.Tensor, crop: int | None) -> torch.Tensor:
+def eval_view(images: torch.Tensor, crop: int | None) -> torch.Tensor:
     """What the network sees of a uint8 batch at test time: the centre crop, as float in [0, 1]."""
     return center_crop(images, crop).float() / 255
 

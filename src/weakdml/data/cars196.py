@@ -12,7 +12,6 @@ import scipy.io
 
 from weakdml.config import DataConfig
 from weakdml.data.retrieval_sets import Benchmark, Listed, retrieval_bundle
-from weakdml.data.status import DatasetStatus
 from weakdml.data.types import DataBundle
 from weakdml.errors import UserError
 
@@ -48,7 +47,3 @@ def load(cfg: DataConfig) -> DataBundle:
         image = Listed(folder / relative, str(class_id), f"{path} annotation {number}")
         (train if class_id <= TRAIN_CLASSES else test).append(image)
     return retrieval_bundle("cars196", cfg, train, test, (1, 2, 4, 8))
-
-
-def status(cfg: DataConfig) -> DatasetStatus:
-    return BENCHMARK.status(cfg)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from weakdml.config import DataConfig
 from weakdml.data.retrieval_sets import Benchmark, Listed, integer, read_rows, retrieval_bundle
-from weakdml.data.status import DatasetStatus
 from weakdml.data.types import DataBundle
 from weakdml.errors import UserError
 
@@ -41,7 +40,3 @@ def load(cfg: DataConfig) -> DataBundle:
         raise UserError(f"{labels_file} gives a class to image {unlisted}, which {folder / 'images.txt'} does not "
                         "list; restore both list files")
     return retrieval_bundle("cub200", cfg, train, test, (1, 2, 4, 8))
-
-
-def status(cfg: DataConfig) -> DatasetStatus:
-    return BENCHMARK.status(cfg)

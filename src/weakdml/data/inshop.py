@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from weakdml.config import DataConfig
 from weakdml.data.retrieval_sets import Benchmark, Listed, integer, read_rows, retrieval_bundle
-from weakdml.data.status import DatasetStatus
 from weakdml.data.types import DataBundle
 from weakdml.errors import UserError
 
@@ -18,8 +17,8 @@ BENCHMARK = Benchmark(
     "inshop", LIST, ("InShop", "Eval", "InShop/Eval"),
     "52,712 clothing photos of 7,982 items (retrieval: 3,997 training items; queries against a gallery of the others)",
     "download the In-shop Clothes Retrieval Benchmark of DeepFashion "
-    "(https://mmlab.ie.cuhk.edu.hk/projects/DeepFashion/InShopRetrieval.html): put Eval/list_eval_partition.txt and the extracted Img/img.zip (a folder img/) into "
-    "{root}/InShop",
+    "(https://mmlab.ie.cuhk.edu.hk/projects/DeepFashion/InShopRetrieval.html): put Eval/list_eval_partition.txt "
+    "and the extracted Img/img.zip (a folder img/) into {root}/InShop",
 )
 
 
@@ -38,7 +37,3 @@ def load(cfg: DataConfig) -> DataBundle:
             raise UserError(f"{where}: evaluation status {status!r} is none of {', '.join(PARTS)}; restore the file")
         parts[status].append(Listed(base / name, item, where))
     return retrieval_bundle("inshop", cfg, parts["train"], parts["query"], (1, 10, 20, 30), parts["gallery"])
-
-
-def status(cfg: DataConfig) -> DatasetStatus:
-    return BENCHMARK.status(cfg)

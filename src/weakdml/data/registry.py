@@ -31,10 +31,10 @@ _DATASETS: dict[str, tuple[Callable[[DataConfig], DataBundle], Callable[[DataCon
     "stl10": (stl10.load, stl10.status),
     "flowers17": (flowers17.load, flowers17.status),
     "folder": (folder.load, folder.status),
-    "cub200": (cub200.load, cub200.status),
-    "cars196": (cars196.load, cars196.status),
-    "sop": (sop.load, sop.status),
-    "inshop": (inshop.load, inshop.status),
+    "cub200": (cub200.load, cub200.BENCHMARK.status),
+    "cars196": (cars196.load, cars196.BENCHMARK.status),
+    "sop": (sop.load, sop.BENCHMARK.status),
+    "inshop": (inshop.load, inshop.BENCHMARK.status),
 }
 DATASET_NAMES: tuple[str, ...] = tuple(_DATASETS)
 # Used when --input-size is not given: the 8x8 digits are upsampled, because the small CNN learns them much better

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from weakdml.config import DataConfig
 from weakdml.data.retrieval_sets import Benchmark, Listed, integer, read_rows, retrieval_bundle
-from weakdml.data.status import DatasetStatus
 from weakdml.data.types import DataBundle
 
 BENCHMARK = Benchmark(
@@ -32,7 +31,3 @@ def load(cfg: DataConfig) -> DataBundle:
     folder = BENCHMARK.folder(cfg)
     return retrieval_bundle("sop", cfg, _listed(folder, "Ebay_train.txt"), _listed(folder, "Ebay_test.txt"),
                             (1, 10, 100, 1000))
-
-
-def status(cfg: DataConfig) -> DatasetStatus:
-    return BENCHMARK.status(cfg)

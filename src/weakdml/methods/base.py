@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from weakdml.config import Config
-from weakdml.data.augment import augment, test_view
+from weakdml.data.augment import augment, eval_view
 from weakdml.data.sources import ImageSet, ImageSource
 from weakdml.data.types import TrainData
 from weakdml.engine.optim import ParamGroup
@@ -116,7 +116,7 @@ class Method(nn.Module):
         was_training = self.training
         self.eval()
         index = torch.arange(len(source))
-        out = [self.model(test_view(source.load(index[i:i + batch_size]).to(self.device), self.data.crop))
+        out = [self.model(eval_view(source.load(index[i:i + batch_size]).to(self.device), self.data.crop))
                for i in range(0, len(source), batch_size)]
         self.train(was_training)
         return torch.cat(out) if out else torch.zeros(0, self.model.dim, device=self.device)
