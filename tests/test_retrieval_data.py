@@ -225,6 +225,9 @@ def test_bad_files_of_the_other_benchmarks_are_one_line_that_names_them(tmp_path
     listed.write_text(listed.read_text().replace("4\n", "3\n", 1).replace("gallery\n", "galery\n"))
     with pytest.raises(UserError, match=r"list_eval_partition.txt:5: evaluation status 'galery' is none of"):
         load("inshop", tmp_path / "d")
+    write_inshop(tmp_path / "e", [(1, "train"), (2, "query")])
+    with pytest.raises(UserError, match=r"inshop: the list files name no gallery image"):
+        load("inshop", tmp_path / "e")
 
 
 def test_images_stay_on_disk_decoded_at_each_load_or_once_into_the_cache(tmp_path, monkeypatch):

@@ -50,7 +50,7 @@ class DataConfig:
     unlabeled_dir: str | None = _opt(None, "flat folder of extra unlabelled images", role="location")
     im_ext: str | None = _opt(None, "folder dataset: only read files with this extension (e.g. png)")
     input_size: int | None = _opt(None, "resize images to this many pixels per side (default: the data set's own; "
-                                        "digits: 16)")
+                                        "digits: 16; the retrieval benchmarks: 256, seen as crops of 7/8 of it)")
     download: bool = _opt(False, "let torchvision download the data set into --data-root")
     labeled_fraction: float = _opt(0.1, "fraction of the training set that keeps its labels (0: none, for label-free "
                                         "methods)")

@@ -115,19 +115,19 @@ def _check(name: str, parts: dict[str, Sequence[Listed]], train: Sequence[Listed
 
 
 def retrieval_bundle(name: str, cfg: DataConfig, train: Sequence[Listed], test: Sequence[Listed],
-                     recall_ks: tuple[int, ...], gallery: Sequence[Listed] = ()) -> DataBundle:
+                     recall_ks: tuple[int, ...], gallery: Sequence[Listed] | None = None) -> DataBundle:
     """The bundle of a benchmark: training and test classes disjoint, labels 0.. within each side, images on disk.
 
     Without ``gallery`` the test images are searched leave-one-out; with it, ``test`` are the queries and the
     bundle's test part holds them followed by the gallery, which ``bundle.gallery`` marks."""
-    parts = {"training": train, "test": test} | ({"gallery": gallery} if gallery else {})
-    _check(name, parts, train, [*test, *gallery])
+    searched = [*test, *(gallery or [])]  # the bundle's test part: the queries (or all test images), the gallery
+    _check(name, {"training": train, "test": test} | ({} if gallery is None else {"gallery": gallery}), train,
+           searched)
     classes, train_labels = _renumbered(train)
-    test_classes, test_labels = _renumbered([*test, *gallery])
+    test_classes, test_labels = _renumbered(searched)
     side = cfg.input_size or STORED_SIDE
-    sides = [([image.path for image in train], train_labels), ([image.path for image in [*test, *gallery]],
-                                                                test_labels)]
+    sides = [([image.path for image in train], train_labels), ([image.path for image in searched], test_labels)]
     train_source, test_source = lazy_sources(sides, (3, side, side), cfg)
-    marks = torch.arange(len(test) + len(gallery)) >= len(test) if gallery else None
+    marks = None if gallery is None else torch.arange(len(searched)) >= len(test)
     return DataBundle(name, train_source, test_source, classes, task="retrieval", test_classes=test_classes,
                       gallery=marks, recall_ks=recall_ks, crop=max(1, round(side * CROP_FRACTION)))
