@@ -51,7 +51,7 @@ class DataConfig:
     unlabeled_dir: str | None = _opt(None, "flat folder of extra unlabelled images", role="location")
     im_ext: str | None = _opt(None, "folder dataset: only read files with this extension (e.g. png)")
     input_size: int | None = _opt(None, "resize images to this many pixels per side (default: the data set's own; "
-                                        "digits: 16)")
+                                        "digits: 16; the retrieval benchmarks: 256, seen as crops of 7/8 of it)")
     download: bool = _opt(False, "let torchvision download the data set into --data-root")
     labeled_fraction: float = _opt(0.1, "fraction of the training set that keeps its labels (0: none, for label-free "
                                         "methods)")
@@ -65,15 +65,19 @@ class DataConfig:
                                         "others; implies --class-disjoint")
     split: str | None = _opt(None, "use this saved split file (from `weakdml split`, or a run directory's); "
                                    "--labeled-fraction, --labels-per-class and --val-fraction are then unused")
-    augment: str = _opt("weak", "training augmentation: none, horizontal flips (flip: the original MbDML code's), "
-                                "±1/8 shifts and flips (weak), RandAugment and cutout on top (strong)",
-                        ("none", "flip", "weak", "strong"))
-    cache_dir: str | None = _opt(None, "folder data sets: decode the images once, in parallel, into a uint8 cache in "
-                                       "this folder and read batches from it (memory stays bounded whatever the "
-                                       "data set's size; reused while the files are unchanged)", role="bookkeeping")
+    augment: str = _opt("auto", "training augmentation: none, horizontal flips (flip: the original MbDML code's), "
+                                "±1/8 shifts and flips (weak), RandAugment and cutout on top (strong), random resized "
+                                "crops of 0.16-1 of the area and flips (retrieval: the DML papers'), or auto "
+                                "(retrieval on the retrieval benchmarks, else weak)",
+                        ("auto", "none", "flip", "weak", "strong", "retrieval"))
+    cache_dir: str | None = _opt(None, "folder and retrieval data sets: decode the images once, in parallel, into a "
+                                       "uint8 cache in this folder and read batches from it (memory stays bounded "
+                                       "whatever the data set's size; reused while the files are unchanged)",
+                                 role="bookkeeping")
     decode_on_load: bool = _opt(False, "folder data sets: keep only the file list and decode each batch's images when "
                                        "it is loaded (spread over --workers processes): neither memory nor disk "
-                                       "beyond the files, at the cost of decoding every epoch", role="bookkeeping")
+                                       "beyond the files, at the cost of decoding every epoch (the retrieval "
+                                       "benchmarks' default)", role="bookkeeping")
     workers: int = _opt(0, "processes that load batches ahead of training (0: one background thread; use more when "
                            "images are decoded from files)", role="bookkeeping")
 

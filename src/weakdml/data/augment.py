@@ -4,17 +4,22 @@ Images enter as uint8 (B, C, H, W) and leave as float in [0, 1]; the model norma
 horizontal flip alone where the data set allows it (the original MbDML code's: its same-size RandomCrop moved
 nothing); ``weak`` is the standard random crop (reflect padding of 1/8 of the side) plus that flip;
 ``strong`` adds RandAugment (torchvision transforms.v2's operations, drawn per image and applied in batches of the
-images that drew the same one) and random erasing, the noise of Noisy Student and FixMatch.
+images that drew the same one) and random erasing, the noise of Noisy Student and FixMatch; ``retrieval`` is the
+deep-metric-learning papers' random resized crop (scale 0.16-1, aspect ratio 3/4-4/3) plus that flip; ``auto`` is
+``retrieval`` for data sets whose images are cropped (``crop``: the retrieval benchmarks), else ``weak``. With a
+``crop`` side the other kinds start from the centre crop, as the test images do (``eval_view``).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 
 from weakdml.compat import import_torchvision
 
-AUGMENTATIONS = ("none", "flip", "weak", "strong")
+AUGMENTATIONS = ("auto", "none", "flip", "weak", "strong", "retrieval")
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -69,8 +74,77 @@ def rand_augment(images: torch.Tensor, generator: torch.Generator, num_ops: int 
     return out
 
 
-def augment(images: torch.Tensor, kind: str, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Apply the named augmentation to a uint8 batch; returns float images in [0, 1]."""
+def center_crop(images: torch.Tensor, side: int | None) -> torch.Tensor:
+    """The centred ``side`` x ``side`` square of each image (B, C, H, W) (torchvision's CenterCrop); None: all."""
+    if side is None:
+        return images
+    h, w = images.shape[-2:]
+    top, left = round((h - side) / 2), round((w - side) / 2)
+    return images[..., top:top + side, left:left + side]
+
+
+def eval_view(images: torch.Tensor, crop: int | None) -> torch.Tensor:
+    """What the network sees of a uint8 batch at test time: the centre crop, as float in [0, 1]."""
+    return center_crop(images, crop).float() / 255
+
+
+def random_boxes(b: int, h: int, w: int, generator: torch.Generator, scale: tuple[float, float] = (0.16, 1.0),
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), attempts: int = 10) -> torch.Tensor:
+    """torchvision's RandomResizedCrop boxes for ``b`` images of h x w, drawn at once: a random share ``scale`` of
+    the area with a log-uniform aspect ratio in ``ratio``, the first of ``attempts`` draws that fits, else the whole
+    image; at a uniformly random place. (B, 4) float: top, left, height, width in pixels."""
+    area = h * w * torch.empty(b, attempts).uniform_(*scale, generator=generator)
+    aspect = torch.empty(b, attempts).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator).exp()
+    box_w, box_h = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()  # (B, attempts)
+    fits = (box_w >= 1) & (box_w <= w) & (box_h >= 1) & (box_h <= h)
+    first = fits.float().argmax(1, keepdim=True)  # (B, 1): the first attempt that fits (0 if none does)
+    box_w = torch.where(fits.any(1), box_w.gather(1, first)[:, 0], float(w))
+    box_h = torch.where(fits.any(1), box_h.gather(1, first)[:, 0], float(h))
+    top = (torch.rand(b, generator=generator) * (h - box_h + 1)).floor()
+    left = (torch.rand(b, generator=generator) * (w - box_w + 1)).floor()
+    return torch.stack([top, left, box_h, box_w], 1)
+
+
+def _sample_points(start: torch.Tensor, length: torch.Tensor, size: int, side: int) -> torch.Tensor:
+    """(B, side) where the ``side`` output pixels of each box [start, start + length) sample along an image axis of
+    ``size`` pixels, in grid_sample's coordinates: bilinear resizing of the cut-out box (pixel centres, clamped to the
+    box as when resizing the box alone)."""
+    steps = (torch.arange(side) + 0.5) / side  # (side,)
+    pixels = start[:, None] + steps * length[:, None] - 0.5  # (B, side) in the image's pixel coordinates
+    pixels = torch.maximum(torch.minimum(pixels, (start + length - 1)[:, None]), start[:, None])
+    return (pixels + 0.5) * 2 / size - 1
+
+
+def resized_crops(images: torch.Tensor, boxes: torch.Tensor, side: int, mirror: torch.Tensor) -> torch.Tensor:
+    """Each image's box (``random_boxes``' (B, 4)) resized to ``side`` x ``side`` by bilinear interpolation (as
+    torchvision's resized_crop without antialiasing: the boxes shrink by at most 256/224 here), mirrored where
+    ``mirror`` (B,) is True: one batched grid_sample. Float (B, C, side, side)."""
+    b, _, h, w = images.shape
+    top, left, box_h, box_w = boxes.unbind(1)
+    xs = _sample_points(left, box_w, w, side)
+    xs = torch.where(mirror[:, None], xs.flip(1), xs)
+    ys = _sample_points(top, box_h, h, side)
+    grid = torch.stack([xs[:, None, :].expand(b, side, side), ys[:, :, None].expand(b, side, side)], -1)  # (B,S,S,2)
+    return F.grid_sample(images.float(), grid.to(images.device), mode="bilinear", align_corners=False)
+
+
+def random_resized_crop(images: torch.Tensor, side: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """The retrieval papers' training crop: RandomResizedCrop(side, scale 0.16-1) and, where ``flip``, a random
+    horizontal flip, per image; float."""
+    b, _, h, w = images.shape
+    boxes = random_boxes(b, h, w, generator)
+    mirror = torch.rand(b, generator=generator) < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
+    return resized_crops(images, boxes, side, mirror)
+
+
+def augment(images: torch.Tensor, kind: str, flip: bool, generator: torch.Generator, crop: int | None = None
+            ) -> torch.Tensor:
+    """Apply the named augmentation to a uint8 batch; returns float images in [0, 1] (``crop`` x ``crop`` if set)."""
+    if kind == "auto":
+        kind = "retrieval" if crop else "weak"
+    if kind == "retrieval":
+        return random_resized_crop(images, crop or images.shape[-1], flip, generator) / 255
+    images = center_crop(images, crop)
     if kind == "none" or (kind == "flip" and not flip):
         return images.float() / 255
     if kind == "flip":

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 from weakdml.config import DataConfig
+from weakdml.data.file_sources import lazy_sources
 from weakdml.data.images import extensions, header_shape, list_images, read_images
 from weakdml.data.memory import check_image_memory
-from weakdml.data.sources import FileSource, build_cache
 from weakdml.data.status import DatasetStatus
 from weakdml.data.types import DataBundle, ImageSet
 from weakdml.errors import UserError
@@ -89,15 +89,8 @@ def load(cfg: DataConfig) -> DataBundle:
     labels_t = torch.tensor(labels)
     n_train = sum(len(files) for files in train.values())
     sides = ((paths[:n_train], labels_t[:n_train]), (paths[n_train:], labels_t[n_train:]))
-    if cfg.cache_dir and cfg.decode_on_load:
-        raise UserError("--cache-dir decodes the images once into a cache, --decode-on-load at every load: choose one")
-    if cfg.cache_dir:
-        shape = header_shape(paths, cfg.input_size)
-        parts = [build_cache(part, part_labels, shape, Path(cfg.cache_dir), progress=True)
-                 for part, part_labels in sides]
-    elif cfg.decode_on_load:
-        shape = header_shape(paths, cfg.input_size)
-        parts = [FileSource(part, part_labels, shape) for part, part_labels in sides]
+    if cfg.cache_dir or cfg.decode_on_load:
+        parts = lazy_sources(sides, header_shape(paths, cfg.input_size), cfg)
     else:
         if cfg.input_size:
             check_image_memory(len(paths), 3, cfg.input_size, cfg.input_size)  # 3: at most, before reading says

@@ -62,7 +62,7 @@ def class_disjoint(bundle: DataBundle, train_classes: list[int]) -> DataBundle:
 
     return DataBundle(bundle.name, keep(bundle.train, chosen), keep(bundle.test, others),
                       [bundle.classes[c] for c in chosen], bundle.unlabeled, bundle.flip, "retrieval",
-                      [bundle.classes[c] for c in others], recall_ks=bundle.recall_ks)
+                      [bundle.classes[c] for c in others], recall_ks=bundle.recall_ks, crop=bundle.crop)
 
 
 def load_bundle(cfg: Config) -> DataBundle:
@@ -89,5 +89,5 @@ def prepare_data(cfg: Config, split_file: Path | None = None, needs_labels: bool
     parts = [(bundle.train, torch.tensor(split.unlabeled, dtype=torch.long))]
     if bundle.unlabeled is not None:
         parts.append((bundle.unlabeled, torch.arange(len(bundle.unlabeled))))
-    train = TrainData(labeled, unlabeled(*parts), bundle.num_classes, bundle.flip)
+    train = TrainData(labeled, unlabeled(*parts), bundle.num_classes, bundle.flip, bundle.crop)
     return PreparedData(bundle, split, train, view(bundle.train, split.val), bundle.test)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from weakdml.config import DataConfig
-from weakdml.data import cifar, digits, flowers17, folder, idx_sets, stl10
+from weakdml.data import cars196, cifar, cub200, digits, flowers17, folder, idx_sets, inshop, sop, stl10
 from weakdml.data.images import list_images, read_images, resize_images
 from weakdml.data.memory import check_image_memory
 from weakdml.data.status import DatasetStatus
@@ -31,6 +31,10 @@ _DATASETS: dict[str, tuple[Callable[[DataConfig], DataBundle], Callable[[DataCon
     "stl10": (stl10.load, stl10.status),
     "flowers17": (flowers17.load, flowers17.status),
     "folder": (folder.load, folder.status),
+    "cub200": (cub200.load, cub200.BENCHMARK.status),
+    "cars196": (cars196.load, cars196.BENCHMARK.status),
+    "sop": (sop.load, sop.BENCHMARK.status),
+    "inshop": (inshop.load, inshop.BENCHMARK.status),
 }
 DATASET_NAMES: tuple[str, ...] = tuple(_DATASETS)
 # Used when --input-size is not given: the 8x8 digits are upsampled, because the small CNN learns them much better
@@ -45,7 +49,7 @@ def load_dataset(cfg: DataConfig) -> DataBundle:
     bundle = _DATASETS[cfg.dataset][0](cfg)
     size = cfg.input_size or DEFAULT_INPUT_SIZE.get(cfg.dataset)
     if size is not None:
-        parts = [part for part in (bundle.train, bundle.test, bundle.unlabeled) if part is not None]
+        parts = [part for part in (bundle.train, bundle.test, bundle.unlabeled) if isinstance(part, ImageSet)]
         check_image_memory(sum(len(part) for part in parts), bundle.channels, size, size)
         for part in (bundle.train, bundle.test, bundle.unlabeled):
             if isinstance(part, ImageSet) and part.images.shape[-2:] != (size, size):  # a cache has its size

@@ -19,7 +19,9 @@ class DataBundle:
     ``flip`` says whether horizontal flips preserve the classes (False for digits and letters). ``task`` is the
     evaluation protocol the data set defines: "classification" (test classes are training classes) or "retrieval"
     (test classes ``test_classes`` are other classes, searched leave-one-out, or queries against a gallery where
-    ``gallery`` marks the test images of the gallery); ``recall_ks`` are the K of its Recall@K.
+    ``gallery`` marks the test images of the gallery); ``recall_ks`` are the K of its Recall@K. ``crop``: the side of
+    the square crops the network sees of images stored larger (random resized crops in training, the centre at
+    test: the retrieval benchmarks' 224 of 256); None: the whole images.
     """
 
     name: str
@@ -32,6 +34,7 @@ class DataBundle:
     test_classes: list[str] | None = None
     gallery: torch.Tensor | None = None
     recall_ks: tuple[int, ...] = (1, 2, 4, 8)
+    crop: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -49,12 +52,14 @@ class DataBundle:
 @dataclass
 class TrainData:
     """The parts of a split a method may train on; validation and test stay with the engine. The unlabelled part's
-    labels are all -1 (set when the split is applied), so training code cannot read them."""
+    labels are all -1 (set when the split is applied), so training code cannot read them. ``crop`` as the data
+    set's (``DataBundle.crop``)."""
 
     labeled: ImageSource
     unlabeled: ImageSource
     num_classes: int
     flip: bool
+    crop: int | None = None
 
 
 __all__ = ["DataBundle", "ImageSet", "ImageSource", "TrainData"]

@@ -17,7 +17,6 @@ import torch
 from weakdml.atomic import write_text_atomic
 from weakdml.config import Config
 from weakdml.data.prepare import PreparedData
-from weakdml.data.sources import all_images, view
 from weakdml.engine.checkpoint import load_checkpoint
 from weakdml.engine.environment import seed_everything
 from weakdml.engine.metrics_log import MetricsLog
@@ -70,7 +69,7 @@ def build_method(cfg: Config, method_class: type[Method], data: PreparedData, de
     if cfg.model.l2_normalize is None:
         cfg.model.l2_normalize = method_class.l2_normalizes(cfg)
     sample = data.train.labeled if len(data.train.labeled) else data.train.unlabeled
-    mean, std = channel_stats(all_images(view(sample, torch.arange(min(len(sample), 10_000)))))
+    mean, std = channel_stats(sample)
     model = EmbeddingNet(cfg.model, data.bundle.channels, data.bundle.image_size, mean, std)
     if cfg.model.pretrained:
         log.info(load_pretrained(model.backbone, cfg.model.pretrained))

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from weakdml.config import Config
-from weakdml.data.augment import augment
+from weakdml.data.augment import augment, eval_view
 from weakdml.data.sources import ImageSet, ImageSource
 from weakdml.data.types import TrainData
 from weakdml.engine.optim import ParamGroup
@@ -104,7 +104,7 @@ class Method(nn.Module):
 
     def view(self, images: torch.Tensor, kind: str | None = None) -> torch.Tensor:
         """An augmented float view of a uint8 batch (kind defaults to the configured augmentation)."""
-        return augment(images, kind or self.cfg.data.augment, self.data.flip, self.generator)
+        return augment(images, kind or self.cfg.data.augment, self.data.flip, self.generator, self.data.crop)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.training_step(batch)
@@ -124,13 +124,14 @@ class Method(nn.Module):
 
     @torch.no_grad()
     def embed_all(self, images: ImageSource | torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-        """Embeddings (N, D) of a source's images (or of a uint8 tensor), in eval mode, without gradient."""
+        """Embeddings (N, D) of a source's images (or of a uint8 tensor) as test images are seen (centre-cropped
+        where the data set crops), in eval mode, without gradient."""
         source = images if isinstance(images, ImageSource) else ImageSet(images, torch.zeros(len(images)))
         batch_size = batch_size or self.cfg.train.eval_batch_size
         was_training = self.training
         self.eval()
         index = torch.arange(len(source))
-        out = [self.model(source.load(index[i:i + batch_size]).to(self.device).float() / 255)
+        out = [self.model(eval_view(source.load(index[i:i + batch_size]).to(self.device), self.data.crop))
                for i in range(0, len(source), batch_size)]
         self.train(was_training)
         return torch.cat(out) if out else torch.zeros(0, self.model.dim, device=self.device)

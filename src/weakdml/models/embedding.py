@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from weakdml.config import ModelConfig
+from weakdml.data.sources import ImageSet, ImageSource
 from weakdml.models.backbones import build_backbone
 
 
@@ -75,9 +76,19 @@ class EmbeddingNet(nn.Module):
         return F.normalize(emb, dim=1) if self.l2_normalize else emb
 
 
-def channel_stats(images: torch.Tensor, max_images: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std (of [0, 1] values) of up to ``max_images`` uint8 images (N, C, H, W)."""
-    sample = images[:max_images].float() / 255
-    mean = sample.mean(dim=(0, 2, 3))
-    std = sample.std(dim=(0, 2, 3)).clamp(min=1e-3)
-    return mean, std
+def channel_stats(images: ImageSource | torch.Tensor, max_images: int = 10000, batch_size: int = 64
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (of [0, 1] values) of the first ``max_images`` images of a source (or of uint8
+    (N, C, H, W)), read ``batch_size`` at a time so that the sample is never in memory at once (10,000 images of
+    256 px would take 7.9 GB as floats)."""
+    source = ImageSet(images, torch.zeros(len(images))) if isinstance(images, torch.Tensor) else images
+    n, (channels, height, width) = min(len(source), max_images), source.shape
+    sums, squares = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
+    for start in range(0, n, batch_size):
+        batch = source.load(torch.arange(start, min(n, start + batch_size))).float() / 255  # (B, C, H, W)
+        sums += batch.sum(dim=(0, 2, 3)).double()
+        squares += batch.square().sum(dim=(0, 2, 3)).double()
+    count = n * height * width
+    mean = sums / count
+    variance = (squares - count * mean.square()) / (count - 1)  # unbiased, as torch.std
+    return mean.float(), variance.clamp(min=0).sqrt().float().clamp(min=1e-3)
