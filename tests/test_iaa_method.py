@@ -4,6 +4,7 @@ embedding layer's learning-rate factor, GAP + GMP), the switches refused where t
 class-disjoint run that learns."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,7 +157,6 @@ def test_iaa_recipe_configs_are_the_generators_and_build():
     """configs/iaa/ is what scripts/iaa_configs.py writes (so the files cannot drift from it), and each is a valid
     config of its loss, with IAA on exactly in the -iaa files."""
     import importlib.util
-    from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location("iaa_configs", root / "scripts" / "iaa_configs.py")
@@ -170,3 +170,22 @@ def test_iaa_recipe_configs_are_the_generators_and_build():
         cfg = build_config(root / path)
         assert cfg.iaa.iaa == path.stem.endswith("-iaa")
         assert (cfg.model.batchnorm, cfg.optim.embedding_lr_factor, cfg.model.embedding_dim) == ("frozen", 10.0, 512)
+
+
+def test_the_papers_recipe_runs_on_a_cub_folder_with_iaa_and_mdr(tmp_path):
+    """configs/iaa/cub200-ms-iaa.yaml (GoogLeNet, frozen BatchNorm, 10x embedding layer, step schedule) for two epochs
+    on a tiny CUB-format folder, IAA from the second: the statistics are estimated and Recall@1, 2, 4, 8 reported."""
+    from test_retrieval_data import write_cub
+
+    write_cub(tmp_path / "data", {c: 4 for c in (1, 2, 3, 101, 102)})
+    run = tmp_path / "run"
+    config = Path(__file__).resolve().parents[1] / "configs" / "iaa" / "cub200-ms-iaa.yaml"
+    assert main(["train", "--config", str(config), "--data-root", str(tmp_path / "data"), "--mdr", "--epochs", "2",
+                 "--iaa-start-epoch", "1", "--input-size", "64", "--batch-size", "12", "--out", str(run),
+                 "--progress", "off"]) == 0
+    final = json.loads((run / "final_metrics.json").read_text())
+    assert all(0 <= final[f"test_recall@{k}"] <= 1 for k in (1, 2, 4, 8))
+    state = torch.load(run / "last.pt", weights_only=True)["method"]
+    assert state["iaa.statistics.amount"].sum() == 12  # one estimate over the 12 training images
+    groups = {g["name"]: g for g in torch.load(run / "last.pt", weights_only=True)["optimizer"]["param_groups"]}
+    assert groups["embedding"]["lr"] == pytest.approx(10 * groups["backbone"]["lr"])
