@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the run into an --out folder that holds other files (not a weakdml run's)")
     _add_config_flags(p, tuple(SECTIONS))
 
+    p = sub.add_parser("pretrain", help="self-supervised pretraining of a backbone (MoCo v2) on every training image; "
+                                        "other runs start from it with --pretrained RUN_DIR")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted pretraining run")
+    p.add_argument("--force", action="store_true", help="write into an --out folder that holds other files")
+    _add_config_flags(p, ("data", "model", "optim", "train", "moco"))
+
     p = sub.add_parser("evaluate", help="recompute the test metrics of a run from its best model")
     p.add_argument("run_dir", help="a run directory (with config.yaml and best.pt)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
@@ -156,6 +162,23 @@ def cmd_train(args: argparse.Namespace) -> None:
     primary = summary.metrics["primary_metric"]
     print(f"{primary.replace('_', ' ')}: {summary.metrics.get(primary, float('nan')):.4f}")
     print(f"run directory: {summary.run_dir}")
+
+
+# What `weakdml pretrain` changes in the defaults of `train` (a flag still overrides each): MoCo v2's optimisation
+# (SGD, lr 0.03 for a batch of 256, weight decay 1e-4, cosine at every step) and the pooled features as embedding.
+PRETRAIN_DEFAULTS = {"method": "moco", "embedding_dim": 0, "optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4,
+                     "schedule_unit": "step", "batch_size": 256}
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from weakdml.engine import run
+
+    _log_to_terminal()
+    if args.resume:
+        summary = run.resume(Path(args.resume), _overrides(args))
+    else:
+        summary = run.train(build_config(overrides=PRETRAIN_DEFAULTS | _overrides(args)), force=args.force)
+    print(f"pretrained backbone: {summary.run_dir} (start other runs from it with --pretrained {summary.run_dir})")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -256,7 +279,8 @@ USER_OS_ERRORS = {
     errno.EROFS: "choose a folder on a writable disk",
 }
 
-COMMANDS = {"datasets": cmd_datasets, "split": cmd_split, "train": cmd_train, "evaluate": cmd_evaluate,
+COMMANDS = {"datasets": cmd_datasets, "split": cmd_split, "train": cmd_train, "pretrain": cmd_pretrain,
+            "evaluate": cmd_evaluate,
             "evaluate-embeddings": cmd_evaluate_embeddings, "compare": cmd_compare,
             "plot": cmd_plot}
 

@@ -7,6 +7,7 @@ from weakdml.methods.base import Batch, Method, TrainData
 from weakdml.methods.classifier import CrossEntropy, Mixup
 from weakdml.methods.dml import Contrastive, ProxyAnchor, SoftTriple, SupCon, Triplet
 from weakdml.methods.mbdml import MbDML1, MbDML2, MbDML3
+from weakdml.methods.moco import MoCoPretraining
 from weakdml.methods.nngk import NNGK
 from weakdml.methods.noisy_student import NoisyStudentTeacher
 
@@ -23,6 +24,7 @@ METHODS: dict[str, type[Method]] = {
     "soft-triple": SoftTriple,
     "supcon": SupCon,
     "triplet": Triplet,
+    "moco": MoCoPretraining,  # self-supervised pretraining (weakdml pretrain)
 }
 
 __all__ = ["METHODS", "Batch", "Method", "TrainData"]
