@@ -10,6 +10,7 @@ from weakdml.methods.mbdml import MbDML1, MbDML2, MbDML3
 from weakdml.methods.moco import MoCoPretraining
 from weakdml.methods.nngk import NNGK
 from weakdml.methods.noisy_student import NoisyStudentTeacher
+from weakdml.methods.spice_semi import SpiceSemi
 
 METHODS: dict[str, type[Method]] = {
     "nngk": NNGK,
@@ -25,6 +26,7 @@ METHODS: dict[str, type[Method]] = {
     "supcon": SupCon,
     "triplet": Triplet,
     "moco": MoCoPretraining,  # self-supervised pretraining (weakdml pretrain)
+    "spice": SpiceSemi,  # clustering (weakdml cluster); its stages: weakdml.pipelines.spice
 }
 
 __all__ = ["METHODS", "Batch", "Method", "TrainData"]
