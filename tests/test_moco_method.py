@@ -6,7 +6,6 @@ import pytest
 import torch
 from tiny import Interrupt
 
-from weakdml import cli
 from weakdml.config import build_config
 from weakdml.data.prepare import prepare_data
 from weakdml.engine import run as run_module
@@ -14,10 +13,10 @@ from weakdml.engine.checkpoint import load_checkpoint, save_atomic
 from weakdml.engine.stages import build_method
 from weakdml.engine.trainer import Trainer
 from weakdml.errors import UserError
-from weakdml.methods.moco import MoCoPretraining
+from weakdml.methods.moco import PRETRAIN_DEFAULTS, MoCoPretraining
 from weakdml.methods.nngk import NNGK
 
-TINY = {**cli.PRETRAIN_DEFAULTS, "input_size": 8, "batch_size": 128, "moco_queue": 512, "moco_crop_min": 0.5,
+TINY = {**PRETRAIN_DEFAULTS, "input_size": 8, "batch_size": 128, "moco_queue": 512, "moco_crop_min": 0.5,
         "progress": "off", "snapshot_images": 0}
 
 

@@ -84,6 +84,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write into an --out folder that holds other files")
     _add_config_flags(p, ("data", "model", "optim", "train", "moco"))
 
+    p = sub.add_parser("cluster", help="cluster a folder of images (or a data set) without labels: SPICE's stages "
+                                       "(pretrain, self, reliable, semi), resumable; writes predictions.csv and "
+                                       "clusters.png")
+    p.add_argument("folder", nargs="?", default=None, help="a flat folder of images (else --dataset NAME)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted clustering run")
+    p.add_argument("--labels", default=None, metavar="FEW.csv",
+                   help="file,label rows for a few images: names the clusters (Hungarian matching) and reports the "
+                        "agreement")
+    p.add_argument("--force", action="store_true", help="write into an --out folder that holds other files")
+    _add_config_flags(p, ("data", "model", "optim", "train", "moco", "spice"))
+    for name, stage, what in (("cluster-self", "self", "SPICE-Self: clustering heads on the frozen backbone of "
+                                                       "RUN_DIR (a clustering run, or a pretraining run to start "
+                                                       "one from)"),
+                              ("reliable", "reliable", "select the reliable samples of RUN_DIR's SPICE-Self "
+                                                       "clustering"),
+                              ("cluster-semi", "semi", "SPICE-Semi: FixMatch on RUN_DIR's reliable samples")):
+        p = sub.add_parser(name, help=what)
+        p.set_defaults(stage=stage)
+        p.add_argument("run_dir", metavar="RUN_DIR")
+        p.add_argument("--labels", default=None, metavar="FEW.csv", help="name the clusters from a few labels")
+        _add_config_flags(p, ("spice",), exclude=("spice_until",))
+        for flag, help_text in (("--out", "new run directory (cluster-self on a pretraining run)"),
+                                ("--device", "auto, cpu, cuda, cuda:N or mps"), ("--progress", "auto, on or off")):
+            p.add_argument(flag, default=None, help=help_text)
+
     p = sub.add_parser("evaluate", help="recompute the test metrics of a run from its best model")
     p.add_argument("run_dir", help="a run directory (with config.yaml and best.pt)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
@@ -164,14 +189,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"run directory: {summary.run_dir}")
 
 
-# What `weakdml pretrain` changes in the defaults of `train` (a flag still overrides each): MoCo v2's optimisation
-# (SGD, lr 0.03 for a batch of 256, weight decay 1e-4, cosine at every step) and the pooled features as embedding.
-PRETRAIN_DEFAULTS = {"method": "moco", "embedding_dim": 0, "optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4,
-                     "schedule_unit": "step", "batch_size": 256}
-
-
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from weakdml.engine import run
+    from weakdml.methods.moco import PRETRAIN_DEFAULTS
 
     _log_to_terminal()
     if args.resume:
@@ -179,6 +199,33 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     else:
         summary = run.train(build_config(overrides=PRETRAIN_DEFAULTS | _overrides(args)), force=args.force)
     print(f"pretrained backbone: {summary.run_dir} (start other runs from it with --pretrained {summary.run_dir})")
+
+
+def cmd_cluster(args: argparse.Namespace) -> None:
+    from weakdml.engine import cluster
+
+    _log_to_terminal()
+    labels = Path(args.labels) if args.labels else None
+    overrides = _overrides(args) | ({"dataset": "images", "data_root": args.folder} if args.folder else {})
+    if args.resume:
+        summary = cluster.resume_cluster(Path(args.resume), overrides, labels)
+    else:
+        summary = cluster.cluster(build_config(overrides=cluster.CLUSTER_DEFAULTS | overrides), labels, args.force)
+    _print_clustering(summary)
+
+
+def cmd_cluster_stage(args: argparse.Namespace) -> None:
+    from weakdml.engine import cluster
+
+    _log_to_terminal()
+    labels = Path(args.labels) if args.labels else None
+    _print_clustering(cluster.run_stage(Path(args.run_dir), args.stage, _overrides(args), labels))
+
+
+def _print_clustering(summary: Any) -> None:
+    shown = {k: v for k, v in summary.metrics.items() if k != "cluster_names"}
+    print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
+    print(f"run directory: {summary.run_dir}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -280,7 +327,8 @@ USER_OS_ERRORS = {
 }
 
 COMMANDS = {"datasets": cmd_datasets, "split": cmd_split, "train": cmd_train, "pretrain": cmd_pretrain,
-            "evaluate": cmd_evaluate,
+            "cluster": cmd_cluster, "cluster-self": cmd_cluster_stage, "reliable": cmd_cluster_stage,
+            "cluster-semi": cmd_cluster_stage, "evaluate": cmd_evaluate,
             "evaluate-embeddings": cmd_evaluate_embeddings, "compare": cmd_compare,
             "plot": cmd_plot}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from weakdml.config import DataConfig
-from weakdml.data import cifar, digits, flowers17, folder, idx_sets, stl10
+from weakdml.data import cifar, digits, flat_folder, flowers17, folder, idx_sets, stl10
 from weakdml.data.images import list_images, read_images, resize_images
 from weakdml.data.memory import check_image_memory
 from weakdml.data.status import DatasetStatus
@@ -31,6 +31,7 @@ _DATASETS: dict[str, tuple[Callable[[DataConfig], DataBundle], Callable[[DataCon
     "stl10": (stl10.load, stl10.status),
     "flowers17": (flowers17.load, flowers17.status),
     "folder": (folder.load, folder.status),
+    "images": (flat_folder.load, flat_folder.status),
 }
 DATASET_NAMES: tuple[str, ...] = tuple(_DATASETS)
 # Used when --input-size is not given: the 8x8 digits are upsampled, because the small CNN learns them much better

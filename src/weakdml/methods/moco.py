@@ -26,6 +26,11 @@ from weakdml.models.embedding import EmbeddingNet
 from weakdml.selfsup.moco import MoCo
 
 KNN_K, KNN_TEMPERATURE = 200, 0.1
+# What `weakdml pretrain` (and `weakdml cluster`) change in the defaults of `train` (a flag still overrides each): MoCo
+# v2's optimisation (SGD, lr 0.03 for a batch of 256, weight decay 1e-4, cosine at every step) and the pooled
+# features as the embedding.
+PRETRAIN_DEFAULTS = {"method": "moco", "embedding_dim": 0, "optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4,
+                     "schedule_unit": "step", "batch_size": 256}
 
 
 class PooledFeatures(nn.Module):

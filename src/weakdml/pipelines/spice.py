@@ -29,7 +29,7 @@ from weakdml.engine.stages import Stage, StageContext, StageResult, TrainStage
 from weakdml.errors import UserError
 from weakdml.evaluation.clustering import ari, clustering_accuracy, nmi
 from weakdml.methods.moco import MoCoPretraining
-from weakdml.methods.spice_self import SpiceSelf
+from weakdml.methods.spice_self import SpiceSelf, num_clusters
 from weakdml.methods.spice_semi import SpiceSemi
 from weakdml.spice.reliable import reliable_samples
 
@@ -45,6 +45,15 @@ def ground_truth(data: PreparedData) -> torch.Tensor | None:
         parts.append(data.bundle.unlabeled.labels)
     truth = torch.cat(parts)
     return truth if (truth >= 0).any() else None
+
+
+def image_ids(data: PreparedData) -> list[str]:
+    """The names of the images clustered, in their order: the data set's (file paths of a folder) or
+    ``train/<index>``, then ``unlabeled/<index>`` for extra unlabelled images."""
+    names = data.bundle.train_ids
+    ids = [names[i] if names else f"train/{i}" for i in data.split.unlabeled]
+    extra = data.bundle.unlabeled
+    return ids + [f"unlabeled/{i}" for i in range(len(extra) if extra is not None else 0)]
 
 
 def cluster_scores(truth: torch.Tensor | None, clusters: torch.Tensor) -> dict[str, float]:
@@ -66,6 +75,7 @@ class ClusterTrainStage(TrainStage):
 
     def check(self, data: PreparedData) -> None:
         refuse_labels(data)
+        num_clusters(self.cfg, data.train)
         super().check(data)
 
 
