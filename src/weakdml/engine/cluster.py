@@ -41,7 +41,10 @@ class ClusterSummary:
 
 
 def cluster(cfg: Config, labels_file: Path | None = None, force: bool = False) -> ClusterSummary:
-    """A new clustering run as configured (every stage up to ``--spice-until``), then its outputs."""
+    """A new clustering run as configured (every stage up to ``--spice-until``), then its outputs; the labels file is
+    read first (its files are matched with the images after the clustering)."""
+    if labels_file is not None:
+        read_labels(labels_file)
     return outputs(run.train(cfg, force).run_dir, labels_file)
 
 
@@ -103,29 +106,32 @@ def outputs(run_dir: Path, labels_file: Path | None) -> ClusterSummary:
     return ClusterSummary(run_dir, metrics)
 
 
-def name_clusters(labels_file: Path, ids: list[str], clusters: torch.Tensor) -> tuple[dict[int, str], float, int]:
-    """Cluster names from a CSV of (file, label) rows for a few images (a header row "file,label" is skipped): the
-    Hungarian matching of clusters to labels that agrees with most of them; returns the names, the share of those
-    images whose cluster is named by their own label, and their number. Files are matched by path or by name."""
+def read_labels(labels_file: Path) -> list[tuple[str, str]]:
+    """The (file, label) rows of a CSV for a few images (a header row "file,label" is skipped), checked."""
     if not labels_file.is_file():
         raise UserError(f"labels file {labels_file} not found")
-    where = {name: i for i, name in enumerate(ids)} | {Path(name).name: i for i, name in enumerate(ids)}
     with labels_file.open(newline="", encoding="utf-8") as handle:
         rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
     if rows and [cell.strip().lower() for cell in rows[0][:2]] == ["file", "label"]:
         rows = rows[1:]
     if not rows:
         raise UserError(f"{labels_file} names no image: give rows of file,label")
-    index, labels = [], []
     for number, row in enumerate(rows, 1):
-        if len(row) < 2 or not row[1].strip():
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
             raise UserError(f"{labels_file}, row {number}: give a file and a label, got {','.join(row)!r}")
-        file, label = row[0].strip(), row[1].strip()
+    return [(row[0].strip(), row[1].strip()) for row in rows]
+
+
+def name_clusters(labels_file: Path, ids: list[str], clusters: torch.Tensor) -> tuple[dict[int, str], float, int]:
+    """Cluster names from a few labelled images (``read_labels``): the Hungarian matching of clusters to labels that
+    agrees with most of them; returns the names (of the clusters that hold such an image), the share of those images
+    whose cluster is named by their own label, and their number. Files are matched by path or by name."""
+    where = {Path(name).name: i for i, name in enumerate(ids)} | {name: i for i, name in enumerate(ids)}
+    rows = read_labels(labels_file)
+    for number, (file, _) in enumerate(rows, 1):
         if file not in where:
             raise UserError(f"{labels_file}, row {number}: {file} is not among the images clustered")
-        index.append(where[file])
-        labels.append(label)
-    classes = sorted(set(labels))
-    y = torch.tensor([classes.index(label) for label in labels])
-    agreement, mapping = clustering_accuracy(y, clusters[torch.tensor(index)])
-    return {int(c): classes[k] for c, k in mapping.items()}, agreement, len(index)
+    classes = sorted({label for _, label in rows})
+    y = torch.tensor([classes.index(label) for _, label in rows])
+    agreement, mapping = clustering_accuracy(y, clusters[torch.tensor([where[file] for file, _ in rows])])
+    return {int(c): classes[k] for c, k in mapping.items()}, agreement, len(rows)
