@@ -2,6 +2,7 @@
 resume (queue and key encoder are checkpointed), learning over random weights; ``--pretrained RUN_DIR`` starts any
 method's backbone from such a run, and refuses one that does not fit."""
 
+import numpy as np
 import pytest
 import torch
 from tiny import Interrupt
@@ -10,6 +11,7 @@ from weakdml.config import build_config
 from weakdml.data.prepare import prepare_data
 from weakdml.engine import run as run_module
 from weakdml.engine.checkpoint import load_checkpoint, save_atomic
+from weakdml.engine.embed import embed_run
 from weakdml.engine.stages import build_method
 from weakdml.engine.trainer import Trainer
 from weakdml.errors import UserError
@@ -101,3 +103,15 @@ def test_pretrained_run_directory_starts_the_backbone_of_another_method(moco_run
                      torch.device("cpu"))
     with pytest.raises(UserError, match="no weakdml run with a trained model"):
         build_method(build_config(overrides={"pretrained": str(tmp_path)}), NNGK, data, torch.device("cpu"))
+
+
+def test_embed_writes_every_images_pooled_features_with_its_id(moco_run, tmp_path):
+    out, n = embed_run(moco_run, tmp_path / "emb")
+    embeddings, ids = np.load(out / "embeddings.npy"), (out / "ids.txt").read_text().splitlines()
+    assert embeddings.shape == (n, 256) == (1797, 256) and embeddings.dtype == np.float32
+    assert ids[0] == "train/0" and ids[1437] == "test/0" and len(ids) == n
+    _, data, method, _ = run_module.load_run(moco_run)
+    # moco embeds with the pooled features (--embedding-dim 0), L2-normalised: the run's own embedding of the test
+    torch.testing.assert_close(torch.from_numpy(embeddings[1437:]), method.embed_all(data.test))
+    with pytest.raises(UserError, match="not a weakdml run directory"):
+        embed_run(tmp_path)

@@ -109,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 ("--device", "auto, cpu, cuda, cuda:N or mps"), ("--progress", "auto, on or off")):
             p.add_argument(flag, default=None, help=help_text)
 
+    p = sub.add_parser("embed", help="pooled, L2-normalised backbone features of every image, saved with the image "
+                                     "ids (embeddings.npy, ids.txt)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (with config.yaml and best.pt)")
+    p.add_argument("--dataset", default=None, help="embed this data set's images instead of the run's")
+    p.add_argument("--data-root", default=None, help="where --dataset's files are")
+    p.add_argument("--out", default=None, help="folder of the two files (default: RUN_DIR)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+
     p = sub.add_parser("evaluate", help="recompute the test metrics of a run from its best model")
     p.add_argument("run_dir", help="a run directory (with config.yaml and best.pt)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
@@ -228,6 +236,14 @@ def _print_clustering(summary: Any) -> None:
     print(f"run directory: {summary.run_dir}")
 
 
+def cmd_embed(args: argparse.Namespace) -> None:
+    from weakdml.engine.embed import embed_run
+
+    out, n = embed_run(Path(args.run_dir), Path(args.out) if args.out else None, args.dataset, args.data_root,
+                       args.device)
+    print(f"{n} embeddings: {out / 'embeddings.npy'}, ids: {out / 'ids.txt'}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from weakdml.engine.run import evaluate_run
     from weakdml.evaluation.report import format_metrics
@@ -328,7 +344,7 @@ USER_OS_ERRORS = {
 
 COMMANDS = {"datasets": cmd_datasets, "split": cmd_split, "train": cmd_train, "pretrain": cmd_pretrain,
             "cluster": cmd_cluster, "cluster-self": cmd_cluster_stage, "reliable": cmd_cluster_stage,
-            "cluster-semi": cmd_cluster_stage, "evaluate": cmd_evaluate,
+            "cluster-semi": cmd_cluster_stage, "embed": cmd_embed, "evaluate": cmd_evaluate,
             "evaluate-embeddings": cmd_evaluate_embeddings, "compare": cmd_compare,
             "plot": cmd_plot}
 
