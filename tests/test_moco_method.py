@@ -11,6 +11,7 @@ from weakdml.config import build_config
 from weakdml.data.prepare import prepare_data
 from weakdml.engine import run as run_module
 from weakdml.engine.checkpoint import load_checkpoint, save_atomic
+from weakdml.engine.cluster import run_stage
 from weakdml.engine.embed import embed_run
 from weakdml.engine.stages import build_method
 from weakdml.engine.trainer import Trainer
@@ -115,3 +116,18 @@ def test_embed_writes_every_images_pooled_features_with_its_id(moco_run, tmp_pat
     torch.testing.assert_close(torch.from_numpy(embeddings[1437:]), method.embed_all(data.test))
     with pytest.raises(UserError, match="not a weakdml run directory"):
         embed_run(tmp_path)
+
+
+def test_cluster_self_on_a_pretraining_run_starts_a_clustering_run_from_its_backbone(moco_run, tmp_path):
+    with pytest.raises(UserError, match="is a moco run, not a clustering one: .*weakdml cluster-self"):
+        run_stage(moco_run, "reliable", {})
+    summary = run_stage(moco_run, "self", {"num_clusters": 10, "spice_self_epochs": 2, "spice_self_batch": 500,
+                                           "out": str(tmp_path / "c"), "progress": "off"})
+    run_dir = summary.run_dir
+    assert [p.name for p in sorted(run_dir.glob("[0-9][0-9]-*"))] == ["00-self"]  # no pretraining stage of its own
+    cfg = build_config(run_dir / "config.yaml")
+    assert cfg.model.pretrained == str(moco_run) and cfg.data.labeled_fraction == 0 and cfg.data.input_size == 8
+    heads = load_checkpoint(run_dir / "00-self" / "best.pt")["method"]
+    pretrained = load_checkpoint(moco_run / "best.pt")["method"]
+    assert all(torch.equal(v, pretrained[k]) for k, v in heads.items() if k.startswith("model.backbone."))
+    assert sum(summary.metrics["cluster_sizes"]) == summary.metrics["images"] == 1437

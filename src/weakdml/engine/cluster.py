@@ -31,7 +31,10 @@ log = logging.getLogger("weakdml")
 CLUSTER_DEFAULTS = PRETRAIN_DEFAULTS | {"method": "spice", "labeled_fraction": 0}
 STAGE_COMMANDS = {"pretrain": "cluster --spice-until pretrain --resume", "self": "cluster-self",
                   "reliable": "reliable", "semi": "cluster-semi"}
+# What a clustering run started from a pretraining run takes from it besides its data set: its network and seed; not
+# how it labelled images (a clustering labels none).
 TAKEN_FROM_PRETRAINING = ("backbone", "width", "grey_as_rgb", "small_stem", "input_norm", "seed")
+LABELLING = ("labeled_fraction", "labels_per_class", "val_fraction", "val_classes", "split")
 
 
 @dataclass
@@ -64,10 +67,10 @@ def run_stage(run_dir: Path, stage: str, overrides: dict[str, Any], labels_file:
             raise UserError(f"{run_dir} is a {saved.train.method} run, not a clustering one: start clustering from "
                             f"it with `weakdml cluster-self {run_dir}`")
         settings = saved.to_dict()
-        taken = settings["data"] | {k: v for section in ("model", "train") for k, v in settings[section].items()
-                                    if k in TAKEN_FROM_PRETRAINING}
-        cfg = build_config(overrides=CLUSTER_DEFAULTS | taken | {"split": None, "pretrained": str(run_dir),
-                                                                 "spice_until": "self"} | overrides)
+        taken = {k: v for k, v in settings["data"].items() if k not in LABELLING} | {
+            k: v for section in ("model", "train") for k, v in settings[section].items() if k in TAKEN_FROM_PRETRAINING}
+        cfg = build_config(overrides=CLUSTER_DEFAULTS | taken | {"pretrained": str(run_dir), "spice_until": "self"}
+                           | overrides)
         return cluster(cfg, labels_file)
     stages = [s.name for s in pipeline_for(build_config(run_dir / "config.yaml", {"spice_until": "semi"})).stages]
     if stage not in stages:
