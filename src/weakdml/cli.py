@@ -94,12 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "agreement")
     p.add_argument("--force", action="store_true", help="write into an --out folder that holds other files")
     _add_config_flags(p, ("data", "model", "optim", "train", "moco", "spice"))
-    for name, stage, what in (("cluster-self", "self", "SPICE-Self: clustering heads on the frozen backbone of "
-                                                       "RUN_DIR (a clustering run, or a pretraining run to start "
-                                                       "one from)"),
-                              ("reliable", "reliable", "select the reliable samples of RUN_DIR's SPICE-Self "
-                                                       "clustering"),
-                              ("cluster-semi", "semi", "SPICE-Semi: FixMatch on RUN_DIR's reliable samples")):
+    stage_commands = (
+        ("cluster-self", "self", ("SPICE-Self: clustering heads on the frozen backbone of RUN_DIR (a clustering "
+                                  "run, or a pretraining run to start one from)")),
+        ("reliable", "reliable", "select the reliable samples of RUN_DIR's SPICE-Self clustering"),
+        ("cluster-semi", "semi", "SPICE-Semi: FixMatch on RUN_DIR's reliable samples"))
+    for name, stage, what in stage_commands:
         p = sub.add_parser(name, help=what)
         p.set_defaults(stage=stage)
         p.add_argument("run_dir", metavar="RUN_DIR")

@@ -1,8 +1,9 @@
 """Every setting of a run, as dataclasses: read from YAML, overridden by CLI flags, validated with clear messages.
 
 A config has one section per concern (``data``, ``model``, ``optim``, ``train``, ``nngk``, ``mixup``, ``nst``,
-``dml``, ``moco``, ``spice``). Each field is a CLI flag named after it (``labeled_fraction`` -> ``--labeled-fraction``); field names are
-unique across sections so flags stay flat. The resolved config is saved as ``config.yaml`` in the run directory.
+``dml``, ``moco``, ``spice``). Each field is a CLI flag named after it (``labeled_fraction`` ->
+``--labeled-fraction``); field names are unique across sections so flags stay flat. The resolved config is saved as
+``config.yaml`` in the run directory.
 """
 
 from __future__ import annotations

@@ -94,7 +94,8 @@ def outputs(run_dir: Path, labels_file: Path | None) -> ClusterSummary:
     probabilities = method.predict_all(data.train.unlabeled).exp().cpu()  # (N, C): log-softmax scores
     confidence, clusters = probabilities.max(1)
     ids = image_ids(data)
-    metrics |= {"images": len(ids), "cluster_sizes": torch.bincount(clusters, minlength=probabilities.shape[1]).tolist()}
+    sizes = torch.bincount(clusters, minlength=probabilities.shape[1])
+    metrics |= {"images": len(ids), "cluster_sizes": sizes.tolist()}
     metrics |= cluster_scores(ground_truth(data), clusters)  # scoring only: empty without ground truth
     names: dict[int, str] = {}
     if labels_file is not None:

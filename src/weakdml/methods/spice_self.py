@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
 from weakdml.config import Config
 from weakdml.data.types import TrainData
 from weakdml.engine.optim import ParamGroup

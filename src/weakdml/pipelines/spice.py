@@ -112,8 +112,8 @@ class ReliableStage:
         for c in chosen.clusters:
             if c.relaxations:
                 log.warning(f"reliable samples: cluster {c.cluster} had none at the thresholds asked for; relaxed in "
-                            f"{c.relaxations} step(s) to neighbour ratio {c.ratio:.2f} and score {c.score_threshold:.2f}"
-                            f" ({c.reliable} of its {c.predicted} images)")
+                            f"{c.relaxations} step(s) to neighbour ratio {c.ratio:.2f} and score "
+                            f"{c.score_threshold:.2f} ({c.reliable} of its {c.predicted} images)")
         log.info(f"reliable samples: {len(chosen.indices)} of {n} images (head {head}; per cluster "
                  f"{[c.kept for c in chosen.clusters]})")
         report: dict[str, Any] = {"head": head, "head_losses": losses.tolist(), "reliable": len(chosen.indices),
@@ -155,8 +155,8 @@ def spice(cfg: Config) -> tuple[list[Stage], bool]:
     stages: list[Stage] = []
     init = None
     if not m.pretrained:
-        stages.append(ClusterTrainStage("pretrain", MoCoPretraining, _stage_config(cfg, features, {}, cfg.train.batch_size),
-                                 cfg.train.epochs))
+        pretraining = _stage_config(cfg, features, {}, cfg.train.batch_size)
+        stages.append(ClusterTrainStage("pretrain", MoCoPretraining, pretraining, cfg.train.epochs))
         init = "pretrain/weights"
     heads = _stage_config(cfg, features, {"optimizer": "adam", "lr": s.spice_self_lr, "weight_decay": 0.0,
                                           "schedule": "none", "warmup_epochs": 0.0}, s.spice_self_batch)
