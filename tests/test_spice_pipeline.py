@@ -7,6 +7,7 @@ written here, with its bad inputs."""
 import csv
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from weakdml.data import prepare
 from weakdml.engine import cluster as cluster_module
 from weakdml.engine import run as run_module
 from weakdml.engine.checkpoint import load_checkpoint
+from weakdml.engine.pipeline import pipeline_for
 from weakdml.engine.trainer import Trainer
 from weakdml.errors import UserError
 
@@ -212,4 +214,12 @@ def test_bad_cluster_input_is_one_line(tmp_path, capsys, case, message):
     assert cli.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the training log where the clustering ran
     assert err.startswith("weakdml: error: ")
-    assert __import__("re").search(message, err), err
+    assert re.search(message, err), err
+
+
+def test_spice_refuses_labelled_images_and_a_stage_it_does_not_have(tmp_path):
+    with pytest.raises(UserError, match="spice clusters without labels: give --labeled-fraction 0"):
+        run_module.train(tiny_config(tmp_path / "labelled", labeled_fraction=0.1))
+    assert not (tmp_path / "labelled").exists()  # refused before anything is written
+    with pytest.raises(UserError, match="--pretrained gives the backbone, so there is no pretraining stage"):
+        pipeline_for(tiny_config(tmp_path / "run", pretrained=str(tmp_path), spice_until="pretrain"))

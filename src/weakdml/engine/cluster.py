@@ -88,7 +88,7 @@ def outputs(run_dir: Path, labels_file: Path | None) -> ClusterSummary:
     run stopped after pretraining has no clusters yet and gets none."""
     cfg, data, method, _ = run.load_run(run_dir)
     metrics: dict[str, Any] = {"stage": cfg.spice.spice_until}
-    if method.scorer() is None:
+    if cfg.spice.spice_until == "pretrain":
         log.info(f"{run_dir}: pretrained; cluster with `weakdml cluster-self {run_dir}`")
         return ClusterSummary(run_dir, metrics)
     probabilities = method.predict_all(data.train.unlabeled).exp().cpu()  # (N, C): log-softmax scores
