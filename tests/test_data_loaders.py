@@ -40,7 +40,7 @@ def test_names_and_status_cover_everything(tmp_path: Path) -> None:
     statuses = dataset_status(DataConfig(data_root=str(tmp_path)))
     assert tuple(s.name for s in statuses) == DATASET_NAMES
     assert DATASET_NAMES == ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "stl10", "flowers17", "folder",
-                             "cub200", "cars196", "sop", "inshop")
+                             "cub200", "cars196", "sop", "inshop", "images")
     by_name = {s.name: s for s in statuses}
     assert by_name["digits"].found
     for name in ("mnist", "cifar10", "cifar100", "stl10", "flowers17", "folder", "cub200", "cars196", "sop", "inshop"):

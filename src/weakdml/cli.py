@@ -78,6 +78,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the run into an --out folder that holds other files (not a weakdml run's)")
     _add_config_flags(p, tuple(SECTIONS))
 
+    p = sub.add_parser("pretrain", help="self-supervised pretraining of a backbone (MoCo v2) on every training image; "
+                                        "other runs start from it with --pretrained RUN_DIR")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted pretraining run")
+    p.add_argument("--force", action="store_true", help="write into an --out folder that holds other files")
+    _add_config_flags(p, ("data", "model", "optim", "train", "moco"))
+
+    p = sub.add_parser("cluster", help="cluster a folder of images (or a data set) without labels: SPICE's stages "
+                                       "(pretrain, self, reliable, semi), resumable; writes predictions.csv and "
+                                       "clusters.png")
+    p.add_argument("folder", nargs="?", default=None, help="a flat folder of images (else --dataset NAME)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted clustering run")
+    p.add_argument("--labels", default=None, metavar="FEW.csv",
+                   help="file,label rows for a few images: names the clusters (Hungarian matching) and reports the "
+                        "agreement")
+    p.add_argument("--force", action="store_true", help="write into an --out folder that holds other files")
+    _add_config_flags(p, ("data", "model", "optim", "train", "moco", "spice"))
+    stage_commands = (
+        ("cluster-self", "self", ("SPICE-Self: clustering heads on the frozen backbone of RUN_DIR (a clustering "
+                                  "run, or a pretraining run to start one from)")),
+        ("reliable", "reliable", "select the reliable samples of RUN_DIR's SPICE-Self clustering"),
+        ("cluster-semi", "semi", "SPICE-Semi: FixMatch on RUN_DIR's reliable samples"))
+    for name, stage, what in stage_commands:
+        p = sub.add_parser(name, help=what)
+        p.set_defaults(stage=stage)
+        p.add_argument("run_dir", metavar="RUN_DIR")
+        p.add_argument("--labels", default=None, metavar="FEW.csv", help="name the clusters from a few labels")
+        _add_config_flags(p, ("spice",), exclude=("spice_until",))
+        for flag, help_text in (("--out", "new run directory (cluster-self on a pretraining run)"),
+                                ("--device", "auto, cpu, cuda, cuda:N or mps"), ("--progress", "auto, on or off")):
+            p.add_argument(flag, default=None, help=help_text)
+
+    p = sub.add_parser("embed", help="pooled, L2-normalised backbone features of every image, saved with the image "
+                                     "ids (embeddings.npy, ids.txt)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (with config.yaml and best.pt)")
+    p.add_argument("--dataset", default=None, help="embed this data set's images instead of the run's")
+    p.add_argument("--data-root", default=None, help="where --dataset's files are")
+    p.add_argument("--out", default=None, help="folder of the two files (default: RUN_DIR)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+
     p = sub.add_parser("evaluate", help="recompute the test metrics of a run from its best model")
     p.add_argument("run_dir", help="a run directory (with config.yaml and best.pt)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
@@ -156,6 +195,53 @@ def cmd_train(args: argparse.Namespace) -> None:
     primary = summary.metrics["primary_metric"]
     print(f"{primary.replace('_', ' ')}: {summary.metrics.get(primary, float('nan')):.4f}")
     print(f"run directory: {summary.run_dir}")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from weakdml.engine import run
+    from weakdml.methods.moco import PRETRAIN_DEFAULTS
+
+    _log_to_terminal()
+    if args.resume:
+        summary = run.resume(Path(args.resume), _overrides(args))
+    else:
+        summary = run.train(build_config(overrides=PRETRAIN_DEFAULTS | _overrides(args)), force=args.force)
+    print(f"pretrained backbone: {summary.run_dir} (start other runs from it with --pretrained {summary.run_dir})")
+
+
+def cmd_cluster(args: argparse.Namespace) -> None:
+    from weakdml.engine import cluster
+
+    _log_to_terminal()
+    labels = Path(args.labels) if args.labels else None
+    overrides = _overrides(args) | ({"dataset": "images", "data_root": args.folder} if args.folder else {})
+    if args.resume:
+        summary = cluster.resume_cluster(Path(args.resume), overrides, labels)
+    else:
+        summary = cluster.cluster(build_config(overrides=cluster.CLUSTER_DEFAULTS | overrides), labels, args.force)
+    _print_clustering(summary)
+
+
+def cmd_cluster_stage(args: argparse.Namespace) -> None:
+    from weakdml.engine import cluster
+
+    _log_to_terminal()
+    labels = Path(args.labels) if args.labels else None
+    _print_clustering(cluster.run_stage(Path(args.run_dir), args.stage, _overrides(args), labels))
+
+
+def _print_clustering(summary: Any) -> None:
+    shown = {k: v for k, v in summary.metrics.items() if k != "cluster_names"}
+    print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
+    print(f"run directory: {summary.run_dir}")
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from weakdml.engine.embed import embed_run
+
+    out, n = embed_run(Path(args.run_dir), Path(args.out) if args.out else None, args.dataset, args.data_root,
+                       args.device)
+    print(f"{n} embeddings: {out / 'embeddings.npy'}, ids: {out / 'ids.txt'}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -256,7 +342,9 @@ USER_OS_ERRORS = {
     errno.EROFS: "choose a folder on a writable disk",
 }
 
-COMMANDS = {"datasets": cmd_datasets, "split": cmd_split, "train": cmd_train, "evaluate": cmd_evaluate,
+COMMANDS = {"datasets": cmd_datasets, "split": cmd_split, "train": cmd_train, "pretrain": cmd_pretrain,
+            "cluster": cmd_cluster, "cluster-self": cmd_cluster_stage, "reliable": cmd_cluster_stage,
+            "cluster-semi": cmd_cluster_stage, "embed": cmd_embed, "evaluate": cmd_evaluate,
             "evaluate-embeddings": cmd_evaluate_embeddings, "compare": cmd_compare,
             "plot": cmd_plot}
 

@@ -1,9 +1,9 @@
 """Every setting of a run, as dataclasses: read from YAML, overridden by CLI flags, validated with clear messages.
 
 A config has one section per concern (``data``, ``model``, ``optim``, ``train``, ``nngk``, ``mixup``, ``nst``,
-``dml``, ``iaa``, ``mdr``); a section may have a switch named after it (``--iaa``, ``--mdr``). Each field is a CLI
-flag named after it (``labeled_fraction`` -> ``--labeled-fraction``); field names are unique across sections so flags
-stay flat. The resolved config is saved as ``config.yaml`` in the run directory.
+``dml``, ``iaa``, ``mdr``, ``moco``, ``spice``); a section may have a switch named after it (``--iaa``, ``--mdr``).
+Each field is a CLI flag named after it (``labeled_fraction`` -> ``--labeled-fraction``); field names are unique across
+sections so flags stay flat. The resolved config is saved as ``config.yaml`` in the run directory.
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ class ModelConfig:
                                            "methods, off for the softmax heads of cross-entropy and mixup and "
                                            "with --mdr; the original NNGK did not normalise: use "
                                            "--no-l2-normalize with --sigma 10)")
-    pretrained: str | None = _opt(None, "local state dict (.pt/.pth) to initialise the backbone")
+    pretrained: str | None = _opt(None, "local state dict (.pt/.pth), or a run directory (e.g. weakdml pretrain's), "
+                                        "to initialise the backbone")
     small_stem: bool | None = _opt(None, "ResNet stem of a 3x3 stride-1 conv without max-pool (default: for images of "
                                          "64 px or less; turn off to load ImageNet weights)")
     batchnorm: str = _opt("train", "BatchNorm: statistics of each batch in training (train); statistics and affine "
@@ -254,6 +255,54 @@ class MDRConfig:
     mdr_level_penalty: float = _opt(0.01, "MDR: weight ν of the penalty on the learnable levels")
 
 
+# -- self-supervised pretraining and SPICE clustering (issue 17) -------------------------------------------------------
+@dataclass
+class MoCoConfig:
+    moco_queue: int = _opt(65536, "MoCo: negative keys in the queue K (clipped to the number of training images)")
+    moco_momentum: float = _opt(0.999, "MoCo: momentum m of the key encoder (key <- m key + (1 - m) query)")
+    moco_temperature: float = _opt(0.2, "MoCo: temperature T of the InfoNCE logits")
+    moco_dim: int = _opt(128, "MoCo: size of the projected (and L2-normalised) keys and queries")
+    mlp: bool = _opt(True, "MoCo v2's two-layer MLP projection (--no-mlp: MoCo v1's single linear layer)")
+    shuffle_groups: int = _opt(8, "MoCo shuffle-BN on one device: the key batch runs through the key encoder in this "
+                                  "many shuffled sub-batches, each with its own BatchNorm statistics")
+    moco_crop_min: float = _opt(0.2, "MoCo aug+: smallest share of the image's area a random crop keeps (MoCo v2: "
+                                     "0.2; larger suits tiny images)")
+
+
+@dataclass
+class SpiceConfig:
+    num_clusters: int | None = _opt(None, "SPICE: number of clusters C (default: the data set's number of classes)")
+    spice_until: str = _opt("semi", "SPICE: run the stages up to this one (pretrain, self, reliable, semi); the stage "
+                                    "commands set it", ("pretrain", "self", "reliable", "semi"), role="extendable")
+    spice_heads: int = _opt(10, "SPICE-Self: clustering heads H trained side by side (the lowest pseudo-label loss "
+                                "chooses one)")
+    spice_hidden: int = _opt(512, "SPICE-Self: hidden units of each head's MLP")
+    spice_self_epochs: int = _opt(100, "SPICE-Self: epochs of the heads on the frozen backbone")
+    spice_self_batch: int = _opt(5000, "SPICE-Self: images of a big batch, pseudo-labelled together (one step each; "
+                                       "clipped to the number of images)")
+    spice_self_lr: float = _opt(0.005, "SPICE-Self: Adam learning rate of the heads")
+    double_softmax: bool = _opt(True, "SPICE-Self: the original's DS-CE (cross-entropy of the softmax outputs); "
+                                      "--no-double-softmax: plain cross-entropy on the logits")
+    spice_knn: int = _opt(100, "reliable samples: nearest neighbours k in the embedding whose clusters are compared")
+    spice_ratio: float = _opt(0.9, "reliable samples: share of the k neighbours that must be in the image's cluster")
+    spice_score: float = _opt(0.99, "reliable samples: the image's highest probability must exceed this")
+    spice_balance: bool = _opt(True, "reliable samples: cut every cluster to the size of the smallest")
+    spice_relax_steps: int = _opt(5, "reliable samples: a cluster without any lowers its thresholds in this many steps "
+                                     "towards --spice-min-ratio and --spice-min-score before failing (0: fail at once)")
+    spice_min_ratio: float = _opt(0.5, "reliable samples: the lowest neighbour ratio relaxation goes to")
+    spice_min_score: float = _opt(0.5, "reliable samples: the lowest score threshold relaxation goes to")
+    spice_semi_epochs: int = _opt(100, "SPICE-Semi: epochs (passes over every image as unlabelled)")
+    spice_semi_init: str = _opt("scratch", "SPICE-Semi: new weights (the original) or the pretrained backbone",
+                                ("scratch", "pretrain"))
+    spice_semi_batch: int = _opt(64, "SPICE-Semi: reliable (labelled) images per step")
+    spice_semi_lr: float = _opt(0.03, "SPICE-Semi: SGD learning rate (momentum 0.9, weight decay 5e-4, cosine)")
+    fixmatch_ratio: int = _opt(7, "SPICE-Semi: unlabelled images per labelled image in a step (FixMatch's mu)")
+    fixmatch_threshold: float = _opt(0.95, "SPICE-Semi: a weak view's highest probability that makes it a "
+                                           "pseudo-label")
+    spice_ema: float = _opt(0.999, "SPICE-Semi: decay of the weights' moving average that is evaluated (0: the "
+                                   "weights themselves)")
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -266,6 +315,8 @@ class Config:
     dml: DMLConfig = field(default_factory=DMLConfig)
     iaa: IAAConfig = field(default_factory=IAAConfig)
     mdr: MDRConfig = field(default_factory=MDRConfig)
+    moco: MoCoConfig = field(default_factory=MoCoConfig)
+    spice: SpiceConfig = field(default_factory=SpiceConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -74,6 +74,23 @@ def validate(config: Config) -> None:
     _check(o.embedding_lr_factor > 0, f"--embedding-lr-factor must be positive, got {o.embedding_lr_factor}")
     _check_iaa(config)
 
+    mo, sp = config.moco, config.spice
+    _check(mo.moco_queue >= 1, f"--moco-queue must be at least 1, got {mo.moco_queue}")
+    _check(0 <= mo.moco_momentum < 1, f"--moco-momentum must be in [0, 1), got {mo.moco_momentum}")
+    _check(mo.moco_temperature > 0, f"--moco-temperature must be positive, got {mo.moco_temperature}")
+    _check(mo.moco_dim >= 1 and mo.shuffle_groups >= 1, "--moco-dim and --shuffle-groups must be at least 1")
+    _check(0 < mo.moco_crop_min <= 1, f"--moco-crop-min must be in (0, 1], got {mo.moco_crop_min}")
+    _check(sp.num_clusters is None or sp.num_clusters >= 2, f"--num-clusters must be at least 2, got {sp.num_clusters}")
+    for flag, value in (("--spice-heads", sp.spice_heads), ("--spice-hidden", sp.spice_hidden),
+                        ("--spice-self-epochs", sp.spice_self_epochs), ("--spice-semi-epochs", sp.spice_semi_epochs),
+                        ("--spice-knn", sp.spice_knn), ("--fixmatch-ratio", sp.fixmatch_ratio)):
+        _check(value >= 1, f"{flag} must be at least 1, got {value}")
+    _check(sp.spice_self_batch >= 2 and sp.spice_semi_batch >= 2, "--spice-self-batch and --spice-semi-batch must be "
+           "at least 2")
+    _check(sp.spice_relax_steps >= 0, f"--spice-relax-steps must be non-negative, got {sp.spice_relax_steps}")
+    _check(0 <= sp.spice_ema < 1, f"--spice-ema must be in [0, 1), got {sp.spice_ema}")
+    _check(sp.spice_self_lr > 0 and sp.spice_semi_lr > 0, "--spice-self-lr and --spice-semi-lr must be positive")
+
 
 def _check_iaa(config: Config) -> None:
     i, epochs = config.iaa, config.train.epochs

@@ -140,16 +140,17 @@ def _chosen(b: int, p: float, generator: torch.Generator) -> torch.Tensor:
 
 
 def aug_plus(images: torch.Tensor, generator: torch.Generator, size: int | None = None,
-             crop_scale: tuple[float, float] = CROP_SCALE) -> torch.Tensor:
+             crop_scale: tuple[float, float] = CROP_SCALE, flip: bool = True) -> torch.Tensor:
     """One "aug+" view of a uint8 batch (B, C, H, W), C 1 or 3: float (B, C, size, size) in [0, 1] (``size``
     defaults to the images' height; ``crop_scale`` bounds the crop's share of the image's area, 0.2–1 in MoCo v2,
-    a larger minimum suits tiny images). Call it twice for MoCo's query and key views."""
+    a larger minimum suits tiny images; ``flip`` False: no mirroring, for images whose mirror is another thing,
+    such as digits). Call it twice for MoCo's query and key views."""
     b, c, h, w = images.shape
     if c not in (1, 3):
         raise UserError(f"the aug+ augmentations need 1- or 3-channel images, got {c} channels")
     size = size or h
     boxes = sample_crop_boxes(b, h, w, generator, crop_scale)
-    out = crop_resize(images.float() / 255, boxes, (size, size), _chosen(b, FLIP_P, generator))
+    out = crop_resize(images.float() / 255, boxes, (size, size), _chosen(b, FLIP_P if flip else 0.0, generator))
     rows = _chosen(b, JITTER_P, generator).to(images.device)
     out[rows] = colour_jitter(out[rows], generator)
     if c == 3:

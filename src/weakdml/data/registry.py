@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from weakdml.config import DataConfig
-from weakdml.data import cars196, cifar, cub200, digits, flowers17, folder, idx_sets, inshop, sop, stl10
+from weakdml.data import cars196, cifar, cub200, digits, flat_folder, flowers17, folder, idx_sets, inshop, sop, stl10
 from weakdml.data.images import list_images, read_images, resize_images
 from weakdml.data.memory import check_image_memory
 from weakdml.data.status import DatasetStatus
@@ -35,6 +35,7 @@ _DATASETS: dict[str, tuple[Callable[[DataConfig], DataBundle], Callable[[DataCon
     "cars196": (cars196.load, cars196.BENCHMARK.status),
     "sop": (sop.load, sop.BENCHMARK.status),
     "inshop": (inshop.load, inshop.BENCHMARK.status),
+    "images": (flat_folder.load, flat_folder.status),
 }
 DATASET_NAMES: tuple[str, ...] = tuple(_DATASETS)
 # Used when --input-size is not given: the 8x8 digits are upsampled, because the small CNN learns them much better

@@ -35,6 +35,7 @@ class DataBundle:
     gallery: torch.Tensor | None = None
     recall_ks: tuple[int, ...] = (1, 2, 4, 8)
     crop: int | None = None
+    train_ids: list[str] | None = None  # names of the training images (e.g. file paths); default "train/<index>"
 
     @property
     def num_classes(self) -> int:

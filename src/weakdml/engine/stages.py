@@ -72,7 +72,7 @@ def build_method(cfg: Config, method_class: type[Method], data: PreparedData, de
     mean, std = channel_stats(sample)
     model = EmbeddingNet(cfg.model, data.bundle.channels, data.bundle.image_size, mean, std)
     if cfg.model.pretrained:
-        log.info(load_pretrained(model.backbone, cfg.model.pretrained))
+        log.info(load_pretrained(model.backbone, cfg.model.pretrained, cfg.model, data.bundle.channels))
     return method_class(model, data.train, cfg, **inputs).to(device)
 
 
@@ -102,11 +102,13 @@ class TrainStage:
     inputs: dict[str, str] = field(default_factory=dict)
 
     def check(self, data: PreparedData) -> None:
-        """Refuse data the method cannot learn from, or images too small for the network, before anything is
-        written."""
+        """Refuse data the method cannot learn from, images too small for the network, and ``--pretrained`` weights
+        that do not fit it, before anything is written."""
         self.method_class.check_data(self.cfg, data.train)
         model = EmbeddingNet(self.cfg.model, data.bundle.channels, data.bundle.image_size)
         _check_input_size(model, self.cfg.model.backbone, data.bundle.train.shape)
+        if self.cfg.model.pretrained:
+            load_pretrained(model.backbone, self.cfg.model.pretrained, self.cfg.model, data.bundle.channels)
 
     def build(self, ctx: StageContext) -> Method:
         loaded = {key: load_checkpoint(ctx.artifacts[artifact]) for key, artifact in self.inputs.items()}

@@ -7,8 +7,10 @@ from weakdml.methods.base import Batch, Method, TrainData
 from weakdml.methods.classifier import CrossEntropy, Mixup
 from weakdml.methods.dml import Contrastive, MultiSimilarity, ProxyAnchor, SoftTriple, SupCon, Triplet
 from weakdml.methods.mbdml import MbDML1, MbDML2, MbDML3
+from weakdml.methods.moco import MoCoPretraining
 from weakdml.methods.nngk import NNGK
 from weakdml.methods.noisy_student import NoisyStudentTeacher
+from weakdml.methods.spice_semi import SpiceSemi
 
 METHODS: dict[str, type[Method]] = {
     "nngk": NNGK,
@@ -24,6 +26,8 @@ METHODS: dict[str, type[Method]] = {
     "soft-triple": SoftTriple,
     "supcon": SupCon,
     "triplet": Triplet,
+    "moco": MoCoPretraining,  # self-supervised pretraining (weakdml pretrain)
+    "spice": SpiceSemi,  # clustering (weakdml cluster); its stages: weakdml.pipelines.spice
 }
 
 __all__ = ["METHODS", "Batch", "Method", "TrainData"]

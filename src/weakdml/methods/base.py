@@ -122,6 +122,10 @@ class Method(nn.Module):
         Built once per evaluation, so a method that embeds its labelled images to classify does so once."""
         return self.classify if type(self).classify is not Method.classify else None
 
+    def evaluated_network(self) -> nn.Module:
+        """The network that embeds for evaluation: the trained one, or a method's moving average of it."""
+        return self.model
+
     @torch.no_grad()
     def embed_all(self, images: ImageSource | torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """Embeddings (N, D) of a source's images (or of a uint8 tensor) as test images are seen (centre-cropped
@@ -131,7 +135,8 @@ class Method(nn.Module):
         was_training = self.training
         self.eval()
         index = torch.arange(len(source))
-        out = [self.model(eval_view(source.load(index[i:i + batch_size]).to(self.device), self.data.crop))
+        network = self.evaluated_network()
+        out = [network(eval_view(source.load(index[i:i + batch_size]).to(self.device), self.data.crop))
                for i in range(0, len(source), batch_size)]
         self.train(was_training)
         return torch.cat(out) if out else torch.zeros(0, self.model.dim, device=self.device)

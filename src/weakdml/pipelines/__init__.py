@@ -4,5 +4,6 @@ whether they get directories of their own (see engine/pipeline.py)."""
 from __future__ import annotations
 
 from weakdml.pipelines.noisy_student import noisy_student
+from weakdml.pipelines.spice import spice
 
-PIPELINES = {"mbdml4": noisy_student}
+PIPELINES = {"mbdml4": noisy_student, "spice": spice}

@@ -1,0 +1,141 @@
+"""``weakdml cluster`` and the SPICE stage commands on a run directory (``cluster-self``, ``reliable``,
+``cluster-semi``): a run of the ``spice`` pipeline, created, continued to a stage, or resumed, and then its outputs for
+people: ``predictions.csv`` (file, cluster, confidence[, label]), ``clusters.png`` (the most confident images of each
+cluster) and ``cluster_metrics.json`` (its size, and ACC/NMI/ARI where the data set's ground truth exists — read
+here, for scoring only). ``--labels FEW.csv`` (file, label for a few images) names the clusters by Hungarian matching
+and reports how many of those images their cluster's name agrees with.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from weakdml.atomic import atomic_writer, write_json_atomic
+from weakdml.config import Config, build_config
+from weakdml.engine import run
+from weakdml.engine.pipeline import pipeline_for
+from weakdml.engine.stages import DONE
+from weakdml.errors import UserError
+from weakdml.evaluation.clustering import clustering_accuracy
+from weakdml.methods.moco import PRETRAIN_DEFAULTS
+from weakdml.pipelines.spice import cluster_scores, ground_truth, image_ids
+from weakdml.plots.clusters import cluster_grid
+
+log = logging.getLogger("weakdml")
+CLUSTER_DEFAULTS = PRETRAIN_DEFAULTS | {"method": "spice", "labeled_fraction": 0}
+STAGE_COMMANDS = {"pretrain": "cluster --spice-until pretrain --resume", "self": "cluster-self",
+                  "reliable": "reliable", "semi": "cluster-semi"}
+# What a clustering run started from a pretraining run takes from it besides its data set: its network and seed; not
+# how it labelled images (a clustering labels none).
+TAKEN_FROM_PRETRAINING = ("backbone", "width", "grey_as_rgb", "small_stem", "input_norm", "seed")
+LABELLING = ("labeled_fraction", "labels_per_class", "val_fraction", "val_classes", "split")
+
+
+@dataclass
+class ClusterSummary:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def cluster(cfg: Config, labels_file: Path | None = None, force: bool = False) -> ClusterSummary:
+    """A new clustering run as configured (every stage up to ``--spice-until``), then its outputs; the labels file is
+    read first (its files are matched with the images after the clustering)."""
+    if labels_file is not None:
+        read_labels(labels_file)
+    return outputs(run.train(cfg, force).run_dir, labels_file)
+
+
+def resume_cluster(run_dir: Path, overrides: dict[str, Any], labels_file: Path | None = None) -> ClusterSummary:
+    return outputs(run.resume(run_dir, overrides).run_dir, labels_file)
+
+
+def run_stage(run_dir: Path, stage: str, overrides: dict[str, Any], labels_file: Path | None = None
+              ) -> ClusterSummary:
+    """Continue a clustering run to ``stage``, which needs the stage before it finished; ``self`` on a pretraining
+    run starts a new clustering run (in ``--out``) from that run's backbone, on its data."""
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a weakdml run directory (no config.yaml)")
+    saved = build_config(run_dir / "config.yaml")
+    if saved.train.method != "spice":
+        if stage != "self":
+            raise UserError(f"{run_dir} is a {saved.train.method} run, not a clustering one: start clustering from "
+                            f"it with `weakdml cluster-self {run_dir}`")
+        settings = saved.to_dict()
+        taken = {k: v for k, v in settings["data"].items() if k not in LABELLING} | {
+            k: v for section in ("model", "train") for k, v in settings[section].items() if k in TAKEN_FROM_PRETRAINING}
+        cfg = build_config(overrides=CLUSTER_DEFAULTS | taken | {"pretrained": str(run_dir), "spice_until": "self"}
+                           | overrides)
+        return cluster(cfg, labels_file)
+    stages = [s.name for s in pipeline_for(build_config(run_dir / "config.yaml", {"spice_until": "semi"})).stages]
+    if stage not in stages:
+        raise UserError(f"{run_dir} has no {stage} stage (its stages: {', '.join(stages)})")
+    index = stages.index(stage)
+    if index and not (run_dir / f"{index - 1:02d}-{stages[index - 1]}" / DONE).is_file():
+        before = stages[index - 1]
+        raise UserError(f"the {stage} stage needs the {before} stage, which {run_dir} has not finished: run "
+                        f"`weakdml {STAGE_COMMANDS[before]} {run_dir}` first")
+    return resume_cluster(run_dir, overrides | {"spice_until": stage}, labels_file)
+
+
+def outputs(run_dir: Path, labels_file: Path | None) -> ClusterSummary:
+    """Predict every image clustered with the run's model and write what people read (see the module's text); a
+    run stopped after pretraining has no clusters yet and gets none."""
+    cfg, data, method, _ = run.load_run(run_dir)
+    metrics: dict[str, Any] = {"stage": cfg.spice.spice_until}
+    if cfg.spice.spice_until == "pretrain":
+        log.info(f"{run_dir}: pretrained; cluster with `weakdml cluster-self {run_dir}`")
+        return ClusterSummary(run_dir, metrics)
+    probabilities = method.predict_all(data.train.unlabeled).exp().cpu()  # (N, C): log-softmax scores
+    confidence, clusters = probabilities.max(1)
+    ids = image_ids(data)
+    sizes = torch.bincount(clusters, minlength=probabilities.shape[1])
+    metrics |= {"images": len(ids), "cluster_sizes": sizes.tolist()}
+    metrics |= cluster_scores(ground_truth(data), clusters)  # scoring only: empty without ground truth
+    names: dict[int, str] = {}
+    if labels_file is not None:
+        names, agreement, labelled = name_clusters(labels_file, ids, clusters)
+        metrics |= {"labels_agreement": agreement, "labelled_images": labelled, "cluster_names": names}
+    rows = [[i, int(c), f"{float(p):.4f}", *([names.get(int(c), "")] if names else [])]
+            for i, c, p in zip(ids, clusters, confidence)]
+    with atomic_writer(run_dir / "predictions.csv") as handle:
+        csv.writer(handle).writerows([["file", "cluster", "confidence", *(["label"] if names else [])], *rows])
+    cluster_grid(data.train.unlabeled, clusters, confidence, probabilities.shape[1], run_dir / "clusters.png")
+    write_json_atomic(run_dir / "cluster_metrics.json", metrics)
+    return ClusterSummary(run_dir, metrics)
+
+
+def read_labels(labels_file: Path) -> list[tuple[str, str]]:
+    """The (file, label) rows of a CSV for a few images (a header row "file,label" is skipped), checked."""
+    if not labels_file.is_file():
+        raise UserError(f"labels file {labels_file} not found")
+    with labels_file.open(newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    if rows and [cell.strip().lower() for cell in rows[0][:2]] == ["file", "label"]:
+        rows = rows[1:]
+    if not rows:
+        raise UserError(f"{labels_file} names no image: give rows of file,label")
+    for number, row in enumerate(rows, 1):
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise UserError(f"{labels_file}, row {number}: give a file and a label, got {','.join(row)!r}")
+    return [(row[0].strip(), row[1].strip()) for row in rows]
+
+
+def name_clusters(labels_file: Path, ids: list[str], clusters: torch.Tensor) -> tuple[dict[int, str], float, int]:
+    """Cluster names from a few labelled images (``read_labels``): the Hungarian matching of clusters to labels that
+    agrees with most of them; returns the names (of the clusters that hold such an image), the share of those images
+    whose cluster is named by their own label, and their number. Files are matched by path or by name."""
+    where = {Path(name).name: i for i, name in enumerate(ids)} | {name: i for i, name in enumerate(ids)}
+    rows = read_labels(labels_file)
+    for number, (file, _) in enumerate(rows, 1):
+        if file not in where:
+            raise UserError(f"{labels_file}, row {number}: {file} is not among the images clustered")
+    classes = sorted({label for _, label in rows})
+    y = torch.tensor([classes.index(label) for _, label in rows])
+    agreement, mapping = clustering_accuracy(y, clusters[torch.tensor([where[file] for file, _ in rows])])
+    return {int(c): classes[k] for c, k in mapping.items()}, agreement, len(rows)

@@ -1,0 +1,225 @@
+"""SPICE end to end on tiny data: every stage (pretrain, self, reliable, semi) in its directory with its outputs and
+ACC/NMI/ARI where ground truth exists; garbage ground truth changes no stage's output (only scores read it); an
+interrupted run resumes to the uninterrupted result, stage by stage through the stage commands, which refuse to run
+before the stage they need; relaxation of the reliable thresholds is reported; ``weakdml cluster FOLDER`` on PNGs
+written here, with its bad inputs."""
+
+import csv
+import json
+import logging
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+from tiny import Interrupt, metric_rows
+
+from weakdml import cli
+from weakdml.config import build_config
+from weakdml.data import prepare
+from weakdml.engine import cluster as cluster_module
+from weakdml.engine import run as run_module
+from weakdml.engine.checkpoint import load_checkpoint
+from weakdml.engine.pipeline import pipeline_for
+from weakdml.engine.trainer import Trainer
+from weakdml.errors import UserError
+
+# digits at 8 px, every stage a few steps: pretrain 5, self 36 (big batches of 240), semi 29 (16 + 32 images); a
+# cluster whose images no neighbour confirms may relax to a neighbour ratio of 0
+TINY = {**cluster_module.CLUSTER_DEFAULTS, "input_size": 8, "epochs": 1, "moco_queue": 512, "moco_crop_min": 0.5,
+        "spice_self_epochs": 6, "spice_self_batch": 240, "double_softmax": False, "spice_knn": 20,
+        "spice_ratio": 0.8, "spice_min_ratio": 0.0, "spice_min_score": 0.1, "spice_semi_epochs": 1,
+        "spice_semi_batch": 16, "fixmatch_ratio": 2, "spice_ema": 0.5, "progress": "off", "snapshot_images": 0}
+
+
+def tiny_config(out, **overrides):
+    return build_config(overrides={**TINY, "out": str(out), **overrides})
+
+
+@pytest.fixture(scope="module")
+def spice_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("spice") / "run"
+    return cluster_module.cluster(tiny_config(out)).run_dir
+
+
+def _weights(run_dir, stage):
+    return load_checkpoint(next(run_dir.glob(f"[0-9][0-9]-{stage}")) / "best.pt")["method"]
+
+
+def test_every_stage_writes_its_outputs_and_scores_where_ground_truth_exists(spice_run):
+    assert [p.name for p in sorted(spice_run.glob("[0-9][0-9]-*"))] == ["00-pretrain", "01-self", "02-reliable",
+                                                                       "03-semi"]
+    assert all((d / "stage.json").is_file() for d in spice_run.glob("[0-9][0-9]-*"))
+    pretrain, heads, semi = (_weights(spice_run, s) for s in ("pretrain", "self", "semi"))
+    for key, value in heads.items():  # SPICE-Self's backbone is MoCo's, frozen
+        if key.startswith("model."):
+            assert torch.equal(value, pretrain[key]), key
+    assert not torch.equal(semi["model.backbone.features.0.weight"], pretrain["model.backbone.features.0.weight"])
+    rows = metric_rows(spice_run)
+    assert [r["stage"] for r in rows] == [0] + [1] * 6 + [2]
+    for row in rows[1:]:  # the self and semi stages are scored on the test images at every epoch
+        assert {"test_cluster_accuracy", "test_nmi", "test_ari"} <= set(row)
+    # learning, not chance (0.1): measured ACC 0.37 / NMI 0.36 after SPICE-Self's 36 steps (1 thread)
+    assert rows[6]["test_cluster_accuracy"] > 0.25 and rows[6]["test_nmi"] > 0.2, rows[6]
+    report = json.loads((spice_run / "02-reliable" / "reliable.json").read_text())
+    reliable = load_checkpoint(spice_run / "02-reliable" / "reliable.pt")
+    kept = [c["kept"] for c in report["clusters"]]
+    assert len(set(kept)) == 1 and len(reliable["indices"]) == sum(kept) == report["reliable"]  # balanced
+    assert report["head_losses"][report["head"]] == min(report["head_losses"])  # chosen by its own loss
+    assert report["evaluation"]["reliable_precision"] > 0.3, report["evaluation"]  # measured 0.6; chance 0.1
+    metrics = json.loads((spice_run / "cluster_metrics.json").read_text())
+    assert metrics["images"] == 1437 and sum(metrics["cluster_sizes"]) == 1437
+    assert {"cluster_accuracy", "nmi", "ari"} <= set(metrics)
+    predictions = list(csv.reader((spice_run / "predictions.csv").open()))
+    assert predictions[0] == ["file", "cluster", "confidence"] and predictions[1][0] == "train/0"
+    assert len(predictions) == 1438 and (spice_run / "clusters.png").is_file()
+
+
+def test_garbage_ground_truth_changes_no_stage_output(spice_run, tmp_path, monkeypatch):
+    real = prepare.load_dataset
+
+    def poisoned(cfg):
+        bundle = real(cfg)
+        g = torch.Generator().manual_seed(123)
+        bundle.train.labels = torch.randint(0, 10, (len(bundle.train),), generator=g)
+        return bundle
+
+    monkeypatch.setattr(prepare, "load_dataset", poisoned)
+    other = cluster_module.cluster(tiny_config(tmp_path / "run")).run_dir
+    for stage in ("pretrain", "self", "semi"):
+        theirs, ours = _weights(spice_run, stage), _weights(other, stage)
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), stage
+    for key in ("indices", "labels"):
+        assert torch.equal(*(load_checkpoint(d / "02-reliable" / "reliable.pt")[key] for d in (spice_run, other)))
+    assert (spice_run / "predictions.csv").read_text() == (other / "predictions.csv").read_text()
+    scores = [json.loads((d / "02-reliable" / "reliable.json").read_text())["evaluation"] for d in (spice_run, other)]
+    assert scores[0] != scores[1]  # the scores did read the (other) ground truth
+
+
+def test_an_interrupted_run_resumes_stage_by_stage_to_the_same_result(spice_run, tmp_path, monkeypatch):
+    original = Trainer._train_epoch
+
+    def stop_in_self(self, epoch, quiet):
+        if epoch == 3:  # the third of SPICE-Self's epochs
+            raise Interrupt
+        return original(self, epoch, quiet)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", stop_in_self)
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        cluster_module.cluster(tiny_config(run_dir, spice_until="self"))
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    with pytest.raises(UserError, match="the reliable stage needs the self stage.*weakdml cluster-self"):
+        cluster_module.run_stage(run_dir, "reliable", {})
+    assert cluster_module.run_stage(run_dir, "self", {}).metrics["stage"] == "self"
+    assert (run_dir / "predictions.csv").is_file()  # the heads' clusters, before any later stage
+    with pytest.raises(UserError, match="the semi stage needs the reliable stage.*weakdml reliable"):
+        cluster_module.run_stage(run_dir, "semi", {})
+    cluster_module.run_stage(run_dir, "reliable", {})
+    cluster_module.run_stage(run_dir, "semi", {})
+    for stage in ("self", "semi"):
+        theirs, ours = _weights(spice_run, stage), _weights(run_dir, stage)
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), stage
+    assert (spice_run / "predictions.csv").read_text() == (run_dir / "predictions.csv").read_text()
+
+
+def _reliable_again(source, out, **settings):
+    """A new run with ``source``'s pretraining and SPICE-Self stages and the reliable stage again, with other
+    settings (the engine's start from another run's stages)."""
+    cfg, run_dir = run_module.train_from_stages(source, 2, {"out": str(out), "spice_until": "reliable", **settings},
+                                                {"spice_until", *settings})
+    cfg.save(run_dir / "config.yaml")
+    run_module.resume(run_dir)
+    return run_dir
+
+
+def test_strict_thresholds_relax_per_cluster_with_a_report_or_fail_naming_the_cluster(spice_run, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="weakdml")
+    run_dir = _reliable_again(spice_run, tmp_path / "run", spice_ratio=1.0, spice_score=0.999)
+    report = json.loads((run_dir / "02-reliable" / "reliable.json").read_text())
+    relaxed = [c for c in report["clusters"] if c["relaxations"]]
+    assert relaxed and all(c["score_threshold"] < 0.999 for c in relaxed)
+    for c in relaxed:
+        assert f"cluster {c['cluster']} had none at the thresholds asked for; relaxed in {c['relaxations']}" in \
+            caplog.text
+    with pytest.raises(UserError, match=r"cluster \d+ has no reliable sample at neighbour ratio 1.00 .*"
+                                        r"--spice-min-ratio"):
+        _reliable_again(spice_run, tmp_path / "strict", spice_ratio=1.0, spice_score=0.999, spice_relax_steps=0)
+
+
+def _png_folder(folder, n):
+    digits = load_digits()
+    folder.mkdir()
+    for i in range(n):
+        Image.fromarray((digits.images[i] * 16).clip(0, 255).astype(np.uint8)).save(folder / f"img{i:03d}.png")
+    return digits.target[:n]
+
+
+FOLDER_FLAGS = ["--num-clusters", "3", "--epochs", "2", "--batch-size", "64", "--moco-queue", "128",
+                "--spice-self-epochs", "10", "--spice-self-batch", "100", "--no-double-softmax", "--spice-knn", "10",
+                "--spice-score", "0.2", "--spice-ratio", "0.5", "--spice-min-ratio", "0.1", "--spice-min-score", "0.1",
+                "--spice-semi-epochs", "1", "--spice-semi-batch", "16", "--fixmatch-ratio", "2", "--spice-ema", "0.5",
+                "--progress", "off"]
+
+
+def test_cluster_a_folder_of_pngs_names_the_clusters_from_a_few_labels(tmp_path, capsys):
+    targets = _png_folder(tmp_path / "images", 120)
+    few = tmp_path / "few.csv"
+    few.write_text("file,label\n" + "".join(f"img{i:03d}.png,digit{targets[i]}\n" for i in range(12)))
+    out = tmp_path / "run"
+    assert cli.main(["cluster", str(tmp_path / "images"), *FOLDER_FLAGS, "--labels", str(few), "--out",
+                     str(out)]) == 0
+    rows = list(csv.reader((out / "predictions.csv").open()))
+    assert rows[0] == ["file", "cluster", "confidence", "label"] and len(rows) == 121
+    assert sorted(r[0] for r in rows[1:]) == [f"img{i:03d}.png" for i in range(120)]
+    metrics = json.loads((out / "cluster_metrics.json").read_text())
+    assert "cluster_accuracy" not in metrics  # a folder has no ground truth
+    names = {int(c): name for c, name in metrics["cluster_names"].items()}
+    by_file = {r[0]: r for r in rows[1:]}
+    labelled = [by_file[f"img{i:03d}.png"] for i in range(12)]
+    assert set(names) == {int(r[1]) for r in labelled}  # each cluster holding a labelled image gets a name
+    assert len(set(names.values())) == len(names) and set(names.values()) <= {f"digit{t}" for t in targets[:12]}
+    assert all(r[3] == names.get(int(r[1]), "") for r in rows[1:])
+    agree = sum(r[3] == f"digit{t}" for r, t in zip(labelled, targets[:12])) / 12
+    assert metrics["labels_agreement"] == pytest.approx(agree)
+    assert Image.open(out / "clusters.png").size == (10 * 50, 3 * 50)
+    assert f"run directory: {out}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty", "holds no images"),
+    ("corrupt", "cannot read image .*bad.png"),
+    ("few", "2 images cannot form 3 clusters"),
+    ("labels", "row 1: nothere.png is not among the images clustered"),
+    ("label-missing", "row 2: give a file and a label"),
+    ("no-clusters", "give the number of clusters: --num-clusters"),
+])
+def test_bad_cluster_input_is_one_line(tmp_path, capsys, case, message):
+    folder = tmp_path / "images"
+    _png_folder(folder, 2 if case == "few" else 0 if case == "empty" else 20)
+    args = ["cluster", str(folder), *FOLDER_FLAGS, "--out", str(tmp_path / "run")]
+    if case == "corrupt":
+        (folder / "bad.png").write_bytes(b"not a png")
+    if case == "labels":
+        (tmp_path / "few.csv").write_text("nothere.png,a\n")
+        args += ["--labels", str(tmp_path / "few.csv"), "--spice-until", "self"]
+    if case == "label-missing":
+        (tmp_path / "few.csv").write_text("file,label\nimg000.png,a\nimg001.png,\n")
+        args += ["--labels", str(tmp_path / "few.csv")]
+    if case == "no-clusters":
+        args.remove("--num-clusters")
+        args.remove("3")
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the training log where the clustering ran
+    assert err.startswith("weakdml: error: ")
+    assert re.search(message, err), err
+
+
+def test_spice_refuses_labelled_images_and_a_stage_it_does_not_have(tmp_path):
+    with pytest.raises(UserError, match="spice clusters without labels: give --labeled-fraction 0"):
+        run_module.train(tiny_config(tmp_path / "labelled", labeled_fraction=0.1))
+    assert not (tmp_path / "labelled").exists()  # refused before anything is written
+    with pytest.raises(UserError, match="--pretrained gives the backbone, so there is no pretraining stage"):
+        pipeline_for(tiny_config(tmp_path / "run", pretrained=str(tmp_path), spice_until="pretrain"))
