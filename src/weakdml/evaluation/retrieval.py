@@ -134,9 +134,9 @@ def ranked_neighbour_labels(
     """Per chunk of queries: (its rows, the labels of its nearest refs (C, K_c), nearest first), where K_c is the
     largest ``k`` (Q,) of the chunk, clipped to the refs available. ``exclude_self``: query i is ref i.
 
-    The torch backend ranks each chunk against all refs at once (a (C, N) block of at most ``max_block`` distances,
-    by the same formula as :func:`knn_search`) with one top-k, so a query asking for R = 6,000 neighbours costs one
-    partial sort, not a merge per block of refs.
+    The torch backend ranks each chunk against all refs at once (a (C, N) block of at most ``max_block`` squared
+    distances less each query's own squared norm, which leaves its order as it is) with one top-k, so a query asking
+    for R = 6,000 neighbours costs one partial sort, not a merge per block of refs.
     """
     if backend not in ("torch", "faiss"):
         raise UserError(f"unknown kNN backend {backend!r}: use 'torch' or 'faiss'")
@@ -151,8 +151,8 @@ def ranked_neighbour_labels(
         if backend == "faiss":
             idx = _faiss_chunk(qc, refs, kc, start if exclude_self else None)
         else:
-            with _exact(qc.device):
-                d = ((qc * qc).sum(1, keepdim=True) + r_sq - 2.0 * qc @ refs.T).clamp_min_(0)  # (C, N)
+            with _exact(qc.device):  # |r|² - 2 q·r in one fused product: |q|² does not change a row's order
+                d = torch.addmm(r_sq.expand(len(qc), -1), qc, refs.T, alpha=-2.0)  # (C, N)
             if exclude_self:
                 own = torch.arange(start, start + len(qc), device=d.device)
                 d[own - start, own] = float("inf")
