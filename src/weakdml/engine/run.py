@@ -120,7 +120,7 @@ def train_from_stages(source: Path, stages: int, overrides: dict[str, Any], allo
                                                                                                        Path]:
     """A new run that takes the first ``stages`` finished stages of the run ``source`` (their directories and
     metrics rows) as its own; only the settings in ``allowed`` (and bookkeeping ones) may differ. Returns the new
-    run's config and directory, ready for ``continue_run``."""
+    run's config and directory, which ``resume`` (or ``_fit``) continues."""
     if not (source / "config.yaml").is_file():
         raise UserError(f"{source} is not a weakdml run directory (no config.yaml)")
     _refuse_old_layout(source)
@@ -149,6 +149,7 @@ def train_from_stages(source: Path, stages: int, overrides: dict[str, Any], allo
         if row["epoch"] <= last_epoch:
             log_.append(row)
     shutil.copy(source / "split.json", run_dir / "split.json")
+    cfg.save(run_dir / "config.yaml")  # a run directory from now on: `weakdml train --resume` continues it
     return cfg, run_dir
 
 
