@@ -72,7 +72,11 @@ class Method(nn.Module):
 
     def seed_epoch(self, epoch: int) -> None:
         """Every random choice of an epoch (order, augmentation) derives from (seed, epoch): resuming is exact."""
-        self.generator.manual_seed(self.cfg.train.seed * 100_003 + epoch)
+        self.generator.manual_seed(self.epoch_seed(epoch))
+
+    def epoch_seed(self, epoch: int) -> int:
+        """The seed of an epoch's random choices: a function of (--seed, epoch) only."""
+        return self.cfg.train.seed * 100_003 + epoch
 
     def start_from(self, state: dict[str, Any]) -> None:
         """Take the weights of an earlier stage's method (same architecture) as this stage's start."""

@@ -98,7 +98,7 @@ class DMLMethod(Method):
             return
         i = self.cfg.iaa
         self.iaa.lam = iaa_lambda(i.iaa_lambda, epoch + 1, self.cfg.train.epochs)
-        self.iaa.reseed(self.cfg.train.seed * 100_003 + epoch)  # the copies' noise depends on (seed, epoch) only
+        self.iaa.reseed(self.epoch_seed(epoch))  # the copies' noise: the same after a resume
         start = self.cfg.train.epochs * 3 // 10 if i.iaa_start_epoch is None else i.iaa_start_epoch
         if epoch >= start and (epoch - start) % i.iaa_update_every == 0:
             self.iaa.update_statistics(self.embed_all(self.data.labeled), self.data.labeled.labels.to(self.device))
