@@ -113,9 +113,10 @@ def one_thread():
 
 
 def test_short_pretraining_beats_random_weights(one_thread):
-    """Digits (8×8, 1,797 images), a quarter-width small CNN, 60 steps of batch 128 (~9 s on 1 core): the
+    """Digits (8×8, 1,797 images), a quarter-width small CNN, 150 steps of batch 128 (~20 s on 1 core): the
     weighted-kNN accuracy of the backbone's features (bank: 1,000 images, queries: the other 797) rises above that
-    of the same network at its random initialisation (measured: 0.713 -> 0.759; 0.779 after 150 steps)."""
+    of the same network at its random initialisation (measured with generator seeds 0-3: 0.713 -> 0.774, 0.798,
+    0.812, 0.789; after 60 steps the gain was -0.01 to +0.06, too close to chance for a test)."""
     digits = load_digits()
     images = (torch.from_numpy(digits.images)[:, None] * 255 / 16).round().to(torch.uint8)  # (1797, 1, 8, 8)
     labels = torch.from_numpy(digits.target)
@@ -134,11 +135,11 @@ def test_short_pretraining_beats_random_weights(one_thread):
     g = torch.Generator().manual_seed(0)
     model = MoCo(backbone, backbone.out_features, queue_size=256, momentum=0.9, shuffle_groups=4, generator=g)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    for _ in range(60):
+    for _ in range(150):
         batch = images[torch.randint(0, len(images), (128,), generator=g)]
         loss = model(aug_plus(batch, g, crop_scale=(0.5, 1)), aug_plus(batch, g, crop_scale=(0.5, 1)), g)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     assert not any(p.requires_grad for p in model.key_encoder.parameters())
-    assert knn_accuracy() > random_accuracy + 0.03
+    assert knn_accuracy() > random_accuracy + 0.04

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from weakdml.config import SECTIONS, all_fields, build_config
+from weakdml.engine import dist
 from weakdml.errors import UserError
 
 log = logging.getLogger("weakdml")
@@ -351,10 +352,22 @@ COMMANDS = {"datasets": cmd_datasets, "split": cmd_split, "train": cmd_train, "p
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if dist.launched_rank() != 0:  # of torchrun's processes, rank 0 reports
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")
+    try:
+        return run_command(args)
+    finally:
+        dist.stop()
+
+
+def run_command(args: argparse.Namespace) -> int:
     try:
         COMMANDS[args.command](args)
     except UserError as error:
-        print(f"weakdml: error: {error}", file=sys.stderr)
+        if dist.world_size() > 1:  # the processes have joined: each failing one speaks for itself
+            print(f"weakdml: error (rank {dist.rank()}): {error}", file=sys.stderr)
+        elif dist.launched_rank() == 0:  # before they join, every process fails alike: rank 0 speaks for all
+            print(f"weakdml: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("weakdml: interrupted; a run that finished an epoch continues with `weakdml train --resume RUN_DIR` "

@@ -134,6 +134,8 @@ class TrainConfig:
     device: str = flag("auto", "auto, cpu, cuda, cuda:N or mps", role="bookkeeping")
     amp: bool = flag(True, "mixed precision on CUDA (the NNGK kernel always runs in float32)")
     deterministic: bool = flag(False, "use deterministic algorithms (slower on GPU)")
+    sync_batchnorm: bool = flag(False, "with torchrun on GPUs: BatchNorm in training mode normalises by the whole "
+                                       "global batch's statistics (SyncBatchNorm) instead of each process's rows")
     out: str | None = flag(None, "run directory (default: runs/<dataset>-<method>-s<seed>-<time>)",
                            role="bookkeeping")
     progress: str = flag("auto", "progress bars", ("auto", "on", "off"), role="bookkeeping")

@@ -18,34 +18,36 @@ import torch
 import torch.nn.functional as F
 
 from weakdml.compat import import_torchvision
+from weakdml.data.draws import Draws
 
 AUGMENTATIONS = ("auto", "none", "flip", "weak", "strong", "retrieval")
 
 
-def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def random_flip(images: torch.Tensor, generator: torch.Generator | Draws) -> torch.Tensor:
     """Each image mirrored left-right with probability 1/2, as float."""
-    mirrored = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
+    mirrored = (Draws.of(generator, len(images)).rand() < 0.5).to(images.device)
     return torch.where(mirrored[:, None, None, None], images.flip(-1), images).float()
 
 
-def random_crop_flip(images: torch.Tensor, flip: bool, generator: torch.Generator) -> torch.Tensor:
+def random_crop_flip(images: torch.Tensor, flip: bool, generator: torch.Generator | Draws) -> torch.Tensor:
     """Random translation by up to 1/8 of each side (reflect-padded) and optional horizontal flip, per image."""
     b, _, h, w = images.shape
+    draws = Draws.of(generator, b)
     pad_h, pad_w = max(1, h // 8), max(1, w // 8)
     padded = F.pad(images.float(), (pad_w, pad_w, pad_h, pad_h), mode="reflect")
-    dy = torch.randint(0, 2 * pad_h + 1, (b,), generator=generator).to(images.device)
-    dx = torch.randint(0, 2 * pad_w + 1, (b,), generator=generator).to(images.device)
+    dy = draws.randint(2 * pad_h + 1).to(images.device)
+    dx = draws.randint(2 * pad_w + 1).to(images.device)
     rows = (dy[:, None] + torch.arange(h, device=images.device))[:, :, None]  # (B, H, 1)
     cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, :]  # (B, 1, W)
     if flip:
-        mirrored = torch.rand(b, generator=generator).to(images.device) < 0.5
+        mirrored = draws.rand().to(images.device) < 0.5
         cols = torch.where(mirrored[:, None, None], cols.flip(-1), cols)
     batch = torch.arange(b, device=images.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[batch, rows, cols]  # (B, H, W, C)
     return out.permute(0, 3, 1, 2)
 
 
-def rand_augment(images: torch.Tensor, generator: torch.Generator, num_ops: int = 2, magnitude: int = 9,
+def rand_augment(images: torch.Tensor, generator: torch.Generator | Draws, num_ops: int = 2, magnitude: int = 9,
                  bins: int = 31) -> torch.Tensor:
     """RandAugment on a uint8 batch: each image draws ``num_ops`` operations (and, for signed ones, a sign) at
     random from torchvision's RandAugment space, at ``magnitude`` of ``bins``. The images that drew the same
@@ -56,15 +58,15 @@ def rand_augment(images: torch.Tensor, generator: torch.Generator, num_ops: int 
     import_torchvision()
     from torchvision.transforms import v2
     transform = v2.RandAugment(num_ops, magnitude, bins)
-    b, (h, w) = len(images), images.shape[-2:]
+    draws, (h, w) = Draws.of(generator, len(images)), images.shape[-2:]
     operations = []  # (name, magnitude at this image size, signed), from name -> (magnitudes(bins, h, w), signed)
     for name, (magnitudes_fn, signed) in transform._AUGMENTATION_SPACE.items():
         magnitudes = magnitudes_fn(bins, h, w)
         operations.append((name, 0.0 if magnitudes is None else float(magnitudes[magnitude]), signed))
     out = images.clone()
     for _ in range(num_ops):
-        drawn = torch.randint(0, len(operations), (b,), generator=generator).to(images.device)
-        negative = (torch.rand(b, generator=generator) <= 0.5).to(images.device)
+        drawn = draws.randint(len(operations)).to(images.device)
+        negative = (draws.rand() <= 0.5).to(images.device)
         for k, (name, value, signed) in enumerate(operations):
             chosen = drawn == k
             for sign, rows in ((1, chosen & ~negative), (-1, chosen & negative)) if signed else ((1, chosen),):
@@ -88,20 +90,21 @@ def eval_view(images: torch.Tensor, crop: int | None) -> torch.Tensor:
     return center_crop(images, crop).float() / 255
 
 
-def random_boxes(b: int, h: int, w: int, generator: torch.Generator, scale: tuple[float, float] = (0.16, 1.0),
+def random_boxes(b: int, h: int, w: int, generator: torch.Generator | Draws, scale: tuple[float, float] = (0.16, 1.0),
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), attempts: int = 10) -> torch.Tensor:
     """torchvision's RandomResizedCrop boxes for ``b`` images of h x w, drawn at once: a random share ``scale`` of
     the area with a log-uniform aspect ratio in ``ratio``, the first of ``attempts`` draws that fits, else the whole
     image; at a uniformly random place. (B, 4) float: top, left, height, width in pixels."""
-    area = h * w * torch.empty(b, attempts).uniform_(*scale, generator=generator)
-    aspect = torch.empty(b, attempts).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator).exp()
+    draws = Draws.of(generator, b)
+    area = h * w * draws.uniform(*scale, attempts)
+    aspect = draws.uniform(math.log(ratio[0]), math.log(ratio[1]), attempts).exp()
     box_w, box_h = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()  # (B, attempts)
     fits = (box_w >= 1) & (box_w <= w) & (box_h >= 1) & (box_h <= h)
     first = fits.float().argmax(1, keepdim=True)  # (B, 1): the first attempt that fits (0 if none does)
     box_w = torch.where(fits.any(1), box_w.gather(1, first)[:, 0], float(w))
     box_h = torch.where(fits.any(1), box_h.gather(1, first)[:, 0], float(h))
-    top = (torch.rand(b, generator=generator) * (h - box_h + 1)).floor()
-    left = (torch.rand(b, generator=generator) * (w - box_w + 1)).floor()
+    top = (draws.rand() * (h - box_h + 1)).floor()
+    left = (draws.rand() * (w - box_w + 1)).floor()
     return torch.stack([top, left, box_h, box_w], 1)
 
 
@@ -128,18 +131,22 @@ def resized_crops(images: torch.Tensor, boxes: torch.Tensor, side: int, mirror: 
     return F.grid_sample(images.float(), grid.to(images.device), mode="bilinear", align_corners=False)
 
 
-def random_resized_crop(images: torch.Tensor, side: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+def random_resized_crop(images: torch.Tensor, side: int, flip: bool, generator: torch.Generator | Draws
+                        ) -> torch.Tensor:
     """The retrieval papers' training crop: RandomResizedCrop(side, scale 0.16-1) and, where ``flip``, a random
     horizontal flip, per image; float."""
     b, _, h, w = images.shape
-    boxes = random_boxes(b, h, w, generator)
-    mirror = torch.rand(b, generator=generator) < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
+    draws = Draws.of(generator, b)
+    boxes = random_boxes(b, h, w, draws)
+    mirror = draws.rand() < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
     return resized_crops(images, boxes, side, mirror)
 
 
-def augment(images: torch.Tensor, kind: str, flip: bool, generator: torch.Generator, crop: int | None = None
+def augment(images: torch.Tensor, kind: str, flip: bool, generator: torch.Generator | Draws, crop: int | None = None
             ) -> torch.Tensor:
-    """Apply the named augmentation to a uint8 batch; returns float images in [0, 1] (``crop`` x ``crop`` if set)."""
+    """Apply the named augmentation to a uint8 batch; returns float images in [0, 1] (``crop`` x ``crop`` if set).
+    ``generator``: the epoch's generator, or ``Draws`` from it when the batch is one process's rows of a larger one."""
+    generator = Draws.of(generator, len(images))
     if kind == "auto":
         kind = "retrieval" if crop else "weak"
     if kind == "retrieval":
@@ -157,13 +164,15 @@ def augment(images: torch.Tensor, kind: str, flip: bool, generator: torch.Genera
     return out
 
 
-def random_erase(images: torch.Tensor, generator: torch.Generator, max_fraction: float = 0.25) -> torch.Tensor:
+def random_erase(images: torch.Tensor, generator: torch.Generator | Draws, max_fraction: float = 0.25
+                 ) -> torch.Tensor:
     """Cutout: erase one random square of up to ``max_fraction`` of the area per image (to the image mean)."""
     b, _, h, w = images.shape
-    side = (torch.rand(b, generator=generator) * max_fraction).sqrt()
+    draws = Draws.of(generator, b)
+    side = (draws.rand() * max_fraction).sqrt()
     sh, sw = (side * h).long().clamp(min=1), (side * w).long().clamp(min=1)
-    y0 = (torch.rand(b, generator=generator) * (h - sh + 1)).long()
-    x0 = (torch.rand(b, generator=generator) * (w - sw + 1)).long()
+    y0 = (draws.rand() * (h - sh + 1)).long()
+    x0 = (draws.rand() * (w - sw + 1)).long()
     ys, xs = torch.arange(h)[None, :], torch.arange(w)[None, :]
     in_y = (ys >= y0[:, None]) & (ys < (y0 + sh)[:, None])  # (B, H)
     in_x = (xs >= x0[:, None]) & (xs < (x0 + sw)[:, None])  # (B, W)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from weakdml.compat import import_torchvision
+from weakdml.data.draws import Draws
 from weakdml.errors import UserError
 
 CROP_SCALE = (0.2, 1.0)
@@ -26,16 +27,18 @@ JITTER_P, GRAYSCALE_P, BLUR_P, FLIP_P = 0.8, 0.2, 0.5, 0.5
 BLUR_SIGMA = (0.1, 2.0)
 
 
-def _uniform(b: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
-    return low + (high - low) * torch.rand(b, generator=generator)
+def _uniform(draws: Draws, low: float, high: float, *tail: int) -> torch.Tensor:
+    return low + (high - low) * draws.rand(*tail)
 
 
-def sample_crop_boxes(b: int, h: int, w: int, generator: torch.Generator, scale: tuple[float, float] = CROP_SCALE,
-                      ratio: tuple[float, float] = CROP_RATIO, attempts: int = 10) -> torch.Tensor:
+def sample_crop_boxes(b: int, h: int, w: int, generator: torch.Generator | Draws,
+                      scale: tuple[float, float] = CROP_SCALE, ratio: tuple[float, float] = CROP_RATIO,
+                      attempts: int = 10) -> torch.Tensor:
     """Random-resized-crop boxes (B, 4) as (top, left, height, width) in pixels, torchvision's rule per image:
     ``attempts`` draws of area and log-uniform aspect ratio, the first that fits; none fits: the whole image."""
-    area = h * w * _uniform(b * attempts, *scale, generator).view(b, attempts)
-    log_ratio = _uniform(b * attempts, math.log(ratio[0]), math.log(ratio[1]), generator).view(b, attempts)
+    draws = Draws.of(generator, b)
+    area = h * w * _uniform(draws, *scale, attempts)
+    log_ratio = _uniform(draws, math.log(ratio[0]), math.log(ratio[1]), attempts)
     aspect = log_ratio.exp()
     cw, ch = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()  # (B, attempts)
     fits = (cw >= 1) & (cw <= w) & (ch >= 1) & (ch <= h)
@@ -43,8 +46,8 @@ def sample_crop_boxes(b: int, h: int, w: int, generator: torch.Generator, scale:
     cw, ch = cw.gather(1, first)[:, 0], ch.gather(1, first)[:, 0]
     none_fit = ~fits.any(1)
     cw, ch = torch.where(none_fit, float(w), cw), torch.where(none_fit, float(h), ch)
-    top = (torch.rand(b, generator=generator) * (h - ch + 1)).floor()
-    left = (torch.rand(b, generator=generator) * (w - cw + 1)).floor()
+    top = (draws.rand() * (h - ch + 1)).floor()
+    left = (draws.rand() * (w - cw + 1)).floor()
     return torch.stack([top, left, ch, cw], 1)
 
 
@@ -98,20 +101,18 @@ def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return _color._hsv_to_rgb(torch.cat([hue[:, None], hsv[:, 1:]], 1))
 
 
-def colour_jitter(images: torch.Tensor, generator: torch.Generator, strength: tuple[float, ...] = JITTER
+def colour_jitter(images: torch.Tensor, generator: torch.Generator | Draws, strength: tuple[float, ...] = JITTER
                   ) -> torch.Tensor:
     """Brightness, contrast, saturation and hue jitter, each image with its own factors and its own order of the
     four; one-channel images get brightness and contrast only. Each slot of the order is one masked call per
     operation (at most 16 batched calls)."""
-    b = images.shape[0]
+    draws = Draws.of(generator, images.shape[0])
     operations = [adjust_brightness, adjust_contrast]
-    factors = [_uniform(b, 1 - strength[0], 1 + strength[0], generator),
-               _uniform(b, 1 - strength[1], 1 + strength[1], generator)]
+    factors = [_uniform(draws, 1 - strength[0], 1 + strength[0]), _uniform(draws, 1 - strength[1], 1 + strength[1])]
     if images.shape[1] == 3:
         operations += [adjust_saturation, adjust_hue]
-        factors += [_uniform(b, 1 - strength[2], 1 + strength[2], generator),
-                    _uniform(b, -strength[3], strength[3], generator)]
-    order = torch.rand(b, len(operations), generator=generator).argsort(1).to(images.device)  # (B, ops)
+        factors += [_uniform(draws, 1 - strength[2], 1 + strength[2]), _uniform(draws, -strength[3], strength[3])]
+    order = draws.rand(len(operations)).argsort(1).to(images.device)  # (B, ops)
     out = images.clone()
     for slot in range(len(operations)):
         for k, (operation, factor) in enumerate(zip(operations, factors)):
@@ -135,29 +136,31 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -
     return x.view(b, c, h, w)
 
 
-def _chosen(b: int, p: float, generator: torch.Generator) -> torch.Tensor:
-    return torch.rand(b, generator=generator) < p
+def _chosen(draws: Draws, p: float) -> torch.Tensor:
+    return draws.rand() < p
 
 
-def aug_plus(images: torch.Tensor, generator: torch.Generator, size: int | None = None,
+def aug_plus(images: torch.Tensor, generator: torch.Generator | Draws, size: int | None = None,
              crop_scale: tuple[float, float] = CROP_SCALE, flip: bool = True) -> torch.Tensor:
     """One "aug+" view of a uint8 batch (B, C, H, W), C 1 or 3: float (B, C, size, size) in [0, 1] (``size``
     defaults to the images' height; ``crop_scale`` bounds the crop's share of the image's area, 0.2–1 in MoCo v2,
     a larger minimum suits tiny images; ``flip`` False: no mirroring, for images whose mirror is another thing,
-    such as digits). Call it twice for MoCo's query and key views."""
+    such as digits). Call it twice for MoCo's query and key views. Every image draws alike whether it is chosen
+    for an operation or not (jitter is computed for all and kept where chosen), so ``Draws`` of one process's rows
+    of a batch give that process the same views as one process augmenting the whole batch."""
     b, c, h, w = images.shape
     if c not in (1, 3):
         raise UserError(f"the aug+ augmentations need 1- or 3-channel images, got {c} channels")
-    size = size or h
-    boxes = sample_crop_boxes(b, h, w, generator, crop_scale)
-    out = crop_resize(images.float() / 255, boxes, (size, size), _chosen(b, FLIP_P if flip else 0.0, generator))
-    rows = _chosen(b, JITTER_P, generator).to(images.device)
-    out[rows] = colour_jitter(out[rows], generator)
+    size, draws = size or h, Draws.of(generator, b)
+    boxes = sample_crop_boxes(b, h, w, draws, crop_scale)
+    out = crop_resize(images.float() / 255, boxes, (size, size), _chosen(draws, FLIP_P if flip else 0.0))
+    rows = _chosen(draws, JITTER_P).to(images.device)
+    out = torch.where(rows[:, None, None, None], colour_jitter(out, draws), out)
     if c == 3:
-        rows = _chosen(b, GRAYSCALE_P, generator).to(images.device)
+        rows = _chosen(draws, GRAYSCALE_P).to(images.device)
         out[rows] = _gray(out[rows]).expand(-1, 3, -1, -1)
-    rows = _chosen(b, BLUR_P, generator)
-    sigma = _uniform(b, *BLUR_SIGMA, generator)
+    rows = _chosen(draws, BLUR_P)
+    sigma = _uniform(draws, *BLUR_SIGMA)
     kernel_size = max(3, round(size / 10) // 2 * 2 + 1)  # odd, about a tenth of the side (23 px at 224 px)
     if rows.any():
         out[rows.to(images.device)] = gaussian_blur(out[rows.to(images.device)], sigma[rows], kernel_size)

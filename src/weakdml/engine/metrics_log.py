@@ -1,7 +1,8 @@
 """Per-epoch metrics: a CSV and a JSON-lines file in the run directory (and TensorBoard when it is installed).
 
 A row is one appended line of ``metrics.jsonl``; a crash while appending can leave a torn last line, which readers
-skip and a resumed run cuts off. The CSV is rewritten atomically after every row.
+skip and a resumed run cuts off. The CSV is rewritten atomically after every row. Of several processes, rank 0
+writes; the others read.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from weakdml.atomic import write_text_atomic
+from weakdml.engine import dist
 from weakdml.errors import UserError
 
 
@@ -41,7 +43,8 @@ class MetricsLog:
         self.jsonl = run_dir / "metrics.jsonl"
         self.csv = run_dir / "metrics.csv"
         self.writer = None
-        if tensorboard and importlib.util.find_spec("tensorboard") is not None:
+        self.writes = dist.is_main()
+        if self.writes and tensorboard and importlib.util.find_spec("tensorboard") is not None:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
@@ -52,11 +55,15 @@ class MetricsLog:
     def truncate_after(self, epoch: int) -> None:
         """Keep only the complete rows up to ``epoch`` (a resumed run starts after its checkpoint's epoch; -1: none,
         for a new run, so that a rerun after a failed first epoch does not append to its rows)."""
+        if not self.writes:
+            return
         kept = [row for row in self.rows() if row["epoch"] <= epoch]
         write_text_atomic(self.jsonl, "".join(json.dumps(row) + "\n" for row in kept))
         self._write_csv(kept)
 
     def append(self, row: dict[str, Any]) -> None:
+        if not self.writes:
+            return
         with open(self.jsonl, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
             handle.flush()

@@ -102,6 +102,7 @@ def run_pipeline(pipeline: Pipeline, ctx: StageContext, run_dir: Path) -> int:
             result = stage.run(ctx, directory, first_epoch, ordinal)
             if dist.is_main():
                 write_done(directory, result)
+            dist.barrier()  # the other processes read what rank 0 wrote (weights, pseudo-labels)
         ctx.artifacts |= {f"{stage.name}/{key}": path for key, path in result.artifacts.items()}
         value = math.nan if result.best is None else result.best
         if isinstance(stage, TrainStage) and (chosen is None or ctx.monitor.improves(value, chosen[1])):
@@ -110,6 +111,7 @@ def run_pipeline(pipeline: Pipeline, ctx: StageContext, run_dir: Path) -> int:
     if pipeline.nested and dist.is_main():
         best = load_checkpoint(pipeline.directory(run_dir, chosen[0]) / "best.pt")
         save_atomic(best | {"stage": chosen[0]}, run_dir / "best.pt")
+    dist.barrier()
     return chosen[0]
 
 

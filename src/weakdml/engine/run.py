@@ -168,11 +168,11 @@ def train_student(teacher_dir: Path, overrides: dict[str, Any]) -> RunSummary:
 
 
 def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
-    device = resolve_device(cfg.train.device)
     pipeline = pipeline_for(cfg)
     data, task, monitor = prepare_run(cfg, pipeline, run_dir / "split.json" if resume else None)
     for stage in pipeline.stages:
         stage.check(data)  # before anything is written
+    device = resolve_device(dist.start(cfg.train.device))  # torchrun's processes join here, after the checks
     run_dir.mkdir(parents=True, exist_ok=True)
     _attach_log_file(run_dir)
     finished = run_dir / "final_metrics.json"
@@ -223,7 +223,9 @@ def final_metrics(method: Method, data: PreparedData, run_dir: Path, task: Task)
 
 
 def _attach_log_file(run_dir: Path) -> None:
-    log.setLevel(logging.INFO)
+    log.setLevel(logging.INFO if dist.is_main() else logging.WARNING)  # one process tells what happens
+    if not dist.is_main():
+        return
     for handler in list(log.handlers):
         if isinstance(handler, logging.FileHandler):
             log.removeHandler(handler)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from weakdml.engine.dist import launched_rank
 from weakdml.errors import UserError
 
 LOCK_NAME = "run.lock"
@@ -36,7 +37,12 @@ def refuse_foreign(folder: Path) -> None:
 @contextmanager
 def locked_run_folder(folder: Path) -> Iterator[None]:
     """Create ``folder`` if needed and hold its lock for the duration; a folder made here that is left with nothing
-    but the lock (the run failed before writing) is removed again."""
+    but the lock (the run failed before writing) is removed again. Of the processes of a torchrun launch, rank 0
+    holds the lock for all."""
+    if launched_rank() != 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield
+        return
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     held = False

@@ -6,6 +6,12 @@ the learning rate of the schedule set at every step; then every ``--eval-every``
 validation and test metrics (test is recorded for the curves, never used to choose), a metrics row, and checkpoints:
 ``last.pt`` every epoch and ``best.pt`` when the monitor improves. Loss sums stay on the device and are read once
 per logging interval, where a non-finite loss stops training and keeps the last good checkpoint.
+
+With several processes (torchrun) the method runs inside DistributedDataParallel: every process draws the same index
+batches and trains on its rows of each; its loss is weighted by its share of the batch's images (times the number of
+processes, which DDP's gradient average divides out), so a loss that averages over the process's images adds up to
+the global batch's mean, and one computed on gathered embeddings (the same on every process) to itself. BatchNorm
+running statistics are averaged over the processes after each epoch; rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ class Trainer:
         if cfg.train.amp and method.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.network = method  # what a step calls: the method, or its DistributedDataParallel wrapper
+        self.network = distributed(method, cfg)  # what a step calls: the method, or its DDP wrapper
 
     @property
     def end_epoch(self) -> int:
@@ -114,28 +120,31 @@ class Trainer:
             improved = candidate and self.monitor.improves(value, self.best)
             if improved:
                 self.best = value
+            self.log.append(row | {"best": improved})  # by rank 0
             if dist.is_main():
                 state = self._state(epoch)
                 if improved:
                     save_atomic({"epoch": epoch, "method": state["method"], "value": value,
                                  "monitor": self.monitor.metric}, self.directory / "best.pt")
-                self.log.append(row | {"best": improved})
                 save_atomic(state, self.directory / "last.pt")  # last: a crash before it repeats the whole epoch
-                if evaluated:
-                    self._snapshot(epoch)
+            if evaluated:
+                self._snapshot(epoch)
             shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.endswith("loss"))
             log.info(f"epoch {epoch + 1}/{self.end_epoch}  loss {train_stats['loss']:.4f}  {shown}  "
                      f"({row['seconds']:.1f} s)")
 
     def _snapshot(self, epoch: int) -> None:
-        """Embeddings of the first ``snapshot_images`` test images, for plots of the embedding over epochs."""
+        """Embeddings of the first ``snapshot_images`` test images, for plots of the embedding over epochs (every
+        process embeds its share; rank 0 writes)."""
         n = min(snapshot_images(self.cfg), len(self.data.test))
         if n == 0:
             return
-        folder = self.directory / "snapshots"
-        folder.mkdir(exist_ok=True)
         first = all_images(view(self.data.test, torch.arange(n)))
         embeddings = self.method.embed_all(first).cpu().numpy()
+        if not dist.is_main():
+            return
+        folder = self.directory / "snapshots"
+        folder.mkdir(exist_ok=True)
         np.savez_compressed(folder / f"epoch_{epoch:04d}.npz", embeddings=embeddings,
                             labels=self.data.test.labels[:n].numpy())
 
@@ -156,7 +165,7 @@ class Trainer:
             with torch.autocast(method.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
                 losses = self.network(batch)
-            loss = losses["loss"]
+            loss = rank_loss(losses["loss"], batch)
             bad = ~torch.isfinite(loss.detach()) & (first_bad[1] < 0)
             here = torch.stack([loss.detach().float(), torch.tensor(float(step), device=loss.device)])
             first_bad = torch.where(bad, here, first_bad)
@@ -171,8 +180,11 @@ class Trainer:
             if (step + 1) % LOG_EVERY == 0 or step == len(plan) - 1:
                 self._check_finite(first_bad, epoch)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
+        dist.average_batchnorm(method)
         names = list(totals)
-        values = torch.stack([totals[k] for k in names]).tolist() if names else []
+        count = torch.tensor(float(seen), device=method.device)
+        summed = dist.all_sum(torch.stack([*(totals[k] for k in names), count]))
+        values, seen = summed[:-1].tolist(), float(summed[-1])
         return {k: v / max(seen, 1) for k, v in zip(names, values)}, lr
 
     def _loaded(self, plan: list[Batch]) -> Iterator[tuple[Loaded, Loaded | None]]:
@@ -198,9 +210,43 @@ class Trainer:
                         f"{kept}; start a new run with {flags}")
 
 
+def share(batch: Batch) -> float:
+    """This process's share of a filled batch's images (labelled and unlabelled together)."""
+    def count(index: torch.Tensor | None) -> int:
+        return 0 if index is None else len(index)
+    return (count(batch.index) + count(batch.unlabeled_index)) / (count(batch.all_index) +
+                                                                  count(batch.all_unlabeled_index))
+
+
+def rank_loss(loss: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """What this process back-propagates of a method's loss on its rows: the loss weighted by its share of the
+    batch times the number of processes (DDP averages the gradients), so that the processes' gradients add up to
+    the single-process gradient of the global batch; the loss itself with one process."""
+    return loss if dist.world_size() == 1 else loss * (dist.world_size() * share(batch))
+
+
+def distributed(method: Method, cfg: Config) -> torch.nn.Module:
+    """The method as a step calls it: itself, or with several processes wrapped in DistributedDataParallel (buffers
+    such as banks and queues are kept alike by the methods themselves, so DDP does not broadcast them at every
+    step; a method may leave parameters unused in a step, e.g. before IAA starts)."""
+    if dist.world_size() == 1:
+        if cfg.train.sync_batchnorm:
+            log.warning("--sync-batchnorm has no effect in a single process")
+        return method
+    if cfg.train.sync_batchnorm:
+        if method.device.type != "cuda":
+            raise UserError("--sync-batchnorm needs GPUs (torch's SyncBatchNorm runs on CUDA only); leave it out on "
+                            "the CPU")
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    return torch.nn.parallel.DistributedDataParallel(method, forward_sync_buffers=False, find_unused_parameters=True)
+
+
 def fill(method: Method, batch: Batch, labeled: Loaded, unlabeled: Loaded | None) -> Batch:
-    """Put loaded (indices, images) of an index batch's labelled and unlabelled parts into it, with the labels."""
+    """Put this process's rows of an index batch's labelled and unlabelled parts, loaded as (indices, images), into
+    it, with the labels; the index batch as drawn stays in ``all_index`` (``all_unlabeled_index``)."""
     device, train = method.device, method.data
+    if batch.all_index is None:
+        batch.all_index, batch.all_unlabeled_index = batch.index, batch.unlabeled_index
     (index, batch.images), batch.labels = labeled, train.labeled.labels[labeled[0]].to(device)
     batch.index = index.to(device)
     if unlabeled is not None:

@@ -19,8 +19,10 @@ from torch import nn
 
 from weakdml.config import Config
 from weakdml.data.augment import augment, eval_view
+from weakdml.data.draws import Draws, Rows
 from weakdml.data.sources import ImageSet, ImageSource
 from weakdml.data.types import TrainData
+from weakdml.engine import dist
 from weakdml.engine.optim import ParamGroup
 from weakdml.models.embedding import EmbeddingNet
 
@@ -30,13 +32,36 @@ Scorer = Callable[[torch.Tensor], torch.Tensor]  # embeddings (B, D) -> class lo
 @dataclass
 class Batch:
     """Indices into the labelled part (and, for semi-supervised methods, into the unlabelled part), as the method
-    draws them; the engine fills in the uint8 images (B, C, H, W) and labels, on the device."""
+    draws them: the global batch. The engine keeps those as ``all_index`` (``all_unlabeled_index``) and fills in
+    this process's rows of them (all of them with one process): ``index``, uint8 ``images`` (B, C, H, W) and
+    ``labels``, on the device."""
 
     index: torch.Tensor
     unlabeled_index: torch.Tensor | None = None
     images: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     unlabeled_images: torch.Tensor | None = None
+    all_index: torch.Tensor | None = None
+    all_unlabeled_index: torch.Tensor | None = None
+
+    @property
+    def rows(self) -> Rows:
+        """This process's rows of the global batch's labelled part."""
+        n = len(self.index if self.all_index is None else self.all_index)
+        return Rows(n, dist.rows(n))
+
+    @property
+    def unlabeled_rows(self) -> Rows:
+        assert self.unlabeled_index is not None
+        n = len(self.unlabeled_index if self.all_unlabeled_index is None else self.all_unlabeled_index)
+        return Rows(n, dist.rows(n))
+
+    @property
+    def all_rows(self) -> Rows:
+        """This process's rows of the labelled and unlabelled parts taken together, labelled first."""
+        labeled, unlabeled = self.rows, self.unlabeled_rows
+        positions = torch.cat([labeled.positions(), labeled.total + unlabeled.positions()])
+        return Rows(labeled.total + unlabeled.total, positions)
 
 
 class Method(nn.Module):
@@ -96,6 +121,12 @@ class Method(nn.Module):
             if len(idx) >= 2:
                 yield Batch(idx)
 
+    def global_labels(self, batch: Batch) -> torch.Tensor:
+        """The labels of the whole global batch's labelled part (B_global,), on the device: every process knows
+        them without communication."""
+        index = batch.index if batch.all_index is None else batch.all_index
+        return self.data.labeled.labels[index.cpu()].to(self.device)
+
     def parameter_groups(self) -> list[ParamGroup]:
         """Named groups of parameters with their learning-rate factor and weight decay: by default one group, or the
         backbone and everything after it (at ``--embedding-lr-factor`` times the rate) when that factor is not 1."""
@@ -106,9 +137,11 @@ class Method(nn.Module):
         rest = [p for p in self.parameters() if id(p) not in backbone]
         return [ParamGroup("backbone", list(self.model.backbone.parameters())), ParamGroup("embedding", rest, factor)]
 
-    def view(self, images: torch.Tensor, kind: str | None = None) -> torch.Tensor:
-        """An augmented float view of a uint8 batch (kind defaults to the configured augmentation)."""
-        return augment(images, kind or self.cfg.data.augment, self.data.flip, self.generator, self.data.crop)
+    def view(self, images: torch.Tensor, kind: str | None = None, rows: Rows | None = None) -> torch.Tensor:
+        """An augmented float view of a uint8 batch (kind defaults to the configured augmentation); ``rows``: the
+        images are these rows of a global batch (``Batch.rows``), drawn for as one process would."""
+        draws = Draws.of(self.generator, len(images), rows)
+        return augment(images, kind or self.cfg.data.augment, self.data.flip, draws, self.data.crop)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.training_step(batch)
@@ -133,17 +166,18 @@ class Method(nn.Module):
     @torch.no_grad()
     def embed_all(self, images: ImageSource | torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """Embeddings (N, D) of a source's images (or of a uint8 tensor) as test images are seen (centre-cropped
-        where the data set crops), in eval mode, without gradient."""
+        where the data set crops), in eval mode, without gradient. With several processes each embeds its rows and
+        every process gets all of them: every process must call it alike."""
         source = images if isinstance(images, ImageSource) else ImageSet(images, torch.zeros(len(images)))
         batch_size = batch_size or self.cfg.train.eval_batch_size
         was_training = self.training
         self.eval()
-        index = torch.arange(len(source))
+        index = dist.shard(torch.arange(len(source)))
         network = self.evaluated_network()
         out = [network(eval_view(source.load(index[i:i + batch_size]).to(self.device), self.data.crop))
-               for i in range(0, len(source), batch_size)]
+               for i in range(0, len(index), batch_size)]
         self.train(was_training)
-        return torch.cat(out) if out else torch.zeros(0, self.model.dim, device=self.device)
+        return dist.gather(torch.cat(out) if out else torch.zeros(0, self.model.dim, device=self.device))
 
     @torch.no_grad()
     def predict_all(self, images: ImageSource | torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from torch import nn
 from weakdml.config import Config
 from weakdml.data.types import TrainData
 from weakdml.methods.base import Batch, Method
-from weakdml.methods.mixing import mix, mixed_loss, sample_lambda
+from weakdml.methods.mixing import mix, mixed_loss, sample_lambda, sample_partners
 from weakdml.models.embedding import EmbeddingNet
 
 
@@ -25,7 +25,7 @@ class CrossEntropy(Method):
         self.classifier = nn.Linear(model.dim, data.num_classes)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        logits = self.classifier(self.model(self.view(batch.images)))
+        logits = self.classifier(self.model(self.view(batch.images, rows=batch.rows)))
         return {"loss": F.cross_entropy(logits, batch.labels),
                 "accuracy": (logits.argmax(1) == batch.labels).float().mean()}
 
@@ -40,9 +40,11 @@ class Mixup(CrossEntropy):
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         lam = sample_lambda(self.cfg.mixup.alpha, self.generator)
-        perm = torch.randperm(len(batch.labels), generator=self.generator).to(self.device)
-        logits = self.classifier(self.model(mix(self.view(batch.images), lam, perm)))
-        loss = mixed_loss(lambda y: F.cross_entropy(logits, y), batch.labels, lam, perm)
-        hits = (logits.argmax(1)[:, None] == torch.stack([batch.labels, batch.labels[perm]], 1)).float()
+        rows = batch.rows
+        partners = sample_partners(rows.total, rows.part, self.generator).to(self.device)
+        logits = self.classifier(self.model(mix(self.view(batch.images, rows=rows), lam, partners)))
+        partner_labels = self.global_labels(batch)[partners]
+        loss = mixed_loss(lambda y: F.cross_entropy(logits, y), batch.labels, lam, partner_labels)
+        hits = (logits.argmax(1)[:, None] == torch.stack([batch.labels, partner_labels], 1)).float()
         accuracy = (lam * hits[:, 0] + (1 - lam) * hits[:, 1]).mean()
         return {"loss": loss, "accuracy": accuracy, "lambda": torch.tensor(lam)}

@@ -33,6 +33,7 @@ from torch import nn
 from weakdml.config import Config, DMLConfig
 from weakdml.data.samplers import batch_shape, m_per_class_batches
 from weakdml.data.types import TrainData
+from weakdml.engine import dist
 from weakdml.errors import UserError
 from weakdml.losses import IAALoss, MDRLoss, iaa_lambda, multi_similarity
 from weakdml.methods.base import Batch, Method, Scorer
@@ -118,7 +119,10 @@ class DMLMethod(Method):
             return {"loss": loss + mdr, "mdr": mdr}
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.metric_loss(self.model(self.view(batch.images)), batch.labels)
+        """The loss of the whole global batch: every process's embeddings are gathered (their gradients come back
+        to each process's own rows)."""
+        embeddings = self.model(self.view(batch.images, rows=batch.rows))
+        return self.metric_loss(dist.gather(embeddings), self.global_labels(batch))
 
     def scorer(self) -> Scorer:
         return current_centres_scorer(self, self.head)

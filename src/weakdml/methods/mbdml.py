@@ -22,13 +22,13 @@ from torch import nn
 from weakdml.config import Config
 from weakdml.data.types import TrainData
 from weakdml.methods.base import Batch
-from weakdml.methods.mixing import mix, mixed_loss, sample_lambda
+from weakdml.methods.mixing import mix, mixed_loss, sample_lambda, sample_partners
 from weakdml.methods.nngk import NNGK
 from weakdml.models.embedding import EmbeddingNet
 
 
 class MbDML(NNGK):
-    """Shared parts: λ and the permutation per batch, the mixed-through-NNGK term."""
+    """Shared parts: λ and the Mixup partners per batch, the mixed-through-NNGK term."""
 
     name = "mbdml"
     default_scale_mixup = 2.0  # the original README's commands (MbDML1-3: 2, MbDML4: 1)
@@ -40,20 +40,24 @@ class MbDML(NNGK):
         return self.default_scale_mixup if given is None else given
 
     def draw_mix(self, batch: Batch) -> tuple[float, torch.Tensor]:
+        """λ and the partners of this process's rows (positions in the global batch)."""
         lam = sample_lambda(self.cfg.mixup.alpha, self.generator)
-        return lam, torch.randperm(len(batch.labels), generator=self.generator).to(self.device)
+        rows = batch.rows
+        return lam, sample_partners(rows.total, rows.part, self.generator).to(self.device)
 
-    def mixed_nngk_loss(self, mixed: torch.Tensor, batch: Batch, lam: float, perm: torch.Tensor) -> torch.Tensor:
-        """λ·NLL(f(x̃), y) + (1 − λ)·NLL(f(x̃), y[perm]) through the kernel classifier."""
+    def mixed_nngk_loss(self, mixed: torch.Tensor, batch: Batch, lam: float, partners: torch.Tensor
+                        ) -> torch.Tensor:
+        """λ·NLL(f(x̃), y) + (1 − λ)·NLL(f(x̃), y_partner) through the kernel classifier."""
         z = self.model(mixed)
         mode = self.cfg.mixup.mixed_neighbours
+        partner_index = (batch.index if batch.all_index is None else batch.all_index).to(self.device)[partners]
         if mode == "original":
             scores = self.head.train_log_scores(z, batch.index)
         else:
-            parts = [batch.index[:, None]] if lam == 1 else [batch.index[:, None], batch.index[perm][:, None]]
+            parts = [batch.index[:, None]] if lam == 1 else [batch.index[:, None], partner_index[:, None]]
             k = len(self.head.centres) if mode == "all" else None
             scores = self.head.query_log_scores(z, exclude=torch.cat(parts, 1), k=k)
-        return mixed_loss(lambda y: F.cross_entropy(scores, y), batch.labels, lam, perm)
+        return mixed_loss(lambda y: F.cross_entropy(scores, y), batch.labels, lam, self.global_labels(batch)[partners])
 
 
 class MbDML1(MbDML):
@@ -64,11 +68,11 @@ class MbDML1(MbDML):
         self.classifier = nn.Linear(model.dim, data.num_classes)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        images = self.view(batch.images)
+        images = self.view(batch.images, rows=batch.rows)
         nngk, accuracy = self.nngk_loss(self.model(images), batch)
-        lam, perm = self.draw_mix(batch)
-        logits = self.classifier(self.model(mix(images, lam, perm)))
-        mixup = mixed_loss(lambda y: F.cross_entropy(logits, y), batch.labels, lam, perm)
+        lam, partners = self.draw_mix(batch)
+        logits = self.classifier(self.model(mix(images, lam, partners)))
+        mixup = mixed_loss(lambda y: F.cross_entropy(logits, y), batch.labels, lam, self.global_labels(batch)[partners])
         return {"loss": self.cfg.mixup.beta * nngk + self.scale_mixup * mixup, "nngk": nngk, "mixup": mixup,
                 "accuracy": accuracy}
 
@@ -77,8 +81,9 @@ class MbDML2(MbDML):
     name = "mbdml2"
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        lam, perm = self.draw_mix(batch)
-        mixed = self.mixed_nngk_loss(mix(self.view(batch.images), lam, perm), batch, lam, perm)
+        lam, partners = self.draw_mix(batch)
+        images = self.view(batch.images, rows=batch.rows)
+        mixed = self.mixed_nngk_loss(mix(images, lam, partners), batch, lam, partners)
         return {"loss": self.scale_mixup * mixed, "mixup": mixed}
 
 
@@ -86,10 +91,10 @@ class MbDML3(MbDML):
     name = "mbdml3"
 
     def supervised_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        images = self.view(batch.images)
+        images = self.view(batch.images, rows=batch.rows)
         nngk, accuracy = self.nngk_loss(self.model(images), batch)
-        lam, perm = self.draw_mix(batch)
-        mixed = self.mixed_nngk_loss(mix(images, lam, perm), batch, lam, perm)
+        lam, partners = self.draw_mix(batch)
+        mixed = self.mixed_nngk_loss(mix(images, lam, partners), batch, lam, partners)
         return {"loss": self.cfg.mixup.beta * nngk + self.scale_mixup * mixed, "nngk": nngk, "mixup": mixed,
                 "accuracy": accuracy}
 

@@ -18,7 +18,9 @@ from torch import nn
 
 from weakdml.config import Config
 from weakdml.data.augment_contrastive import aug_plus
+from weakdml.data.draws import Draws
 from weakdml.data.types import TrainData
+from weakdml.engine import dist
 from weakdml.errors import UserError
 from weakdml.evaluation.weighted_knn import weighted_knn_scores
 from weakdml.methods.base import Batch, Method, Scorer
@@ -77,9 +79,11 @@ class MoCoPretraining(Method):
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         images = torch.cat([batch.images, batch.unlabeled_images])  # (B, C, H, W) uint8; labels are not read
-        crop = (self.cfg.moco.moco_crop_min, 1.0)
-        query, key = (aug_plus(images, self.generator, crop_scale=crop, flip=self.data.flip) for _ in range(2))
-        return {"loss": self.moco(query, key, self.generator)}
+        crop, rows = (self.cfg.moco.moco_crop_min, 1.0), batch.all_rows
+        draws = Draws.of(self.generator, len(images), rows)
+        query, key = (aug_plus(images, draws, crop_scale=crop, flip=self.data.flip) for _ in range(2))
+        positions = rows.part.to(self.device) if dist.world_size() > 1 else None
+        return {"loss": self.moco(query, key, self.generator, positions=positions)}
 
     def scorer(self) -> Scorer | None:
         """Weighted kNN over the labelled images' embeddings (display only); None without labelled images."""

@@ -44,7 +44,7 @@ class NNGK(Method):
         return F.cross_entropy(scores, batch.labels), (scores.argmax(1) == batch.labels).float().mean()
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        loss, accuracy = self.nngk_loss(self.model(self.view(batch.images)), batch)
+        loss, accuracy = self.nngk_loss(self.model(self.view(batch.images, rows=batch.rows)), batch)
         return {"loss": loss, "accuracy": accuracy}
 
     def scorer(self) -> Scorer:

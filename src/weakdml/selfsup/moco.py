@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from weakdml.engine import dist
 from weakdml.errors import UserError
 from weakdml.selfsup.shuffle_bn import shuffle_bn_forward
 
@@ -94,13 +95,18 @@ class MoCo(nn.Module):
         self.momentum, self.temperature, self.shuffle_groups = momentum, temperature, shuffle_groups
 
     def forward(self, query_views: torch.Tensor, key_views: torch.Tensor, generator: torch.Generator,
-                labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The loss of two views (B, C, H, W) of the same B images; ``labels`` (B,) only tag the queued keys."""
+                labels: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of two views (B, C, H, W) of the same B images; ``labels`` (B,) only tag the queued keys.
+        With several processes the views are this process's rows of the global batch, at ``positions`` (B,) of it
+        (None: its contiguous rows): the keys of the whole batch are computed with shuffle-BN across the processes
+        and enqueued by every process, so that all keep the same queue (``labels`` then tag the global batch)."""
         q = self.head(self.backbone(query_views))  # (B, dim)
         with torch.no_grad():
             momentum_update(nn.Sequential(self.backbone, self.head), self.key_encoder, self.momentum)
-            groups = min(self.shuffle_groups, len(key_views))
-            k = shuffle_bn_forward(self.key_encoder, key_views, groups, generator)  # (B, dim)
-        loss = moco_loss(q, k, self.queue.keys.clone(), self.temperature)
-        self.queue.enqueue(k, labels)
+            every_key_view = dist.gather_rows(key_views, positions)  # (N, C, H, W): the global batch
+            groups = min(self.shuffle_groups, len(every_key_view))
+            keys = shuffle_bn_forward(self.key_encoder, every_key_view, groups, generator)  # (N, dim)
+        own = keys if dist.world_size() == 1 else keys[dist.rows(len(keys)) if positions is None else positions]
+        loss = moco_loss(q, own, self.queue.keys.clone(), self.temperature)
+        self.queue.enqueue(keys, labels)
         return loss

@@ -1,0 +1,63 @@
+"""One training step of a method on digits, as the trainer takes it, in one process or as one of several (gloo):
+the helpers of tests/test_distributed.py (not a test module)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+
+from weakdml.config import build_config
+from weakdml.data.prepare import prepare_data
+from weakdml.engine import dist
+from weakdml.engine.stages import build_method
+from weakdml.engine.trainer import distributed, load_batch, rank_loss, share
+from weakdml.methods import METHODS
+
+# (method, settings): BatchNorm keeps its statistics (eval), so that a process's rows are normalised as the whole
+# batch is; batch sizes that do not split evenly check the weighting of uneven shares
+CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "nngk": ("nngk", {"batch_size": 31}),
+    "mbdml3": ("mbdml3", {"batch_size": 31}),
+    "mixup": ("mixup", {"batch_size": 30}),
+    "ms+iaa": ("ms", {"batch_size": 32, "m_per_class": 4, "iaa": True, "iaa_start_epoch": 0}),
+    "triplet": ("triplet", {"batch_size": 30, "m_per_class": 5, "triplet_miner": "all"}),
+    "moco": ("moco", {"batch_size": 30, "embedding_dim": 0, "labeled_fraction": 0.5, "shuffle_groups": 4}),
+}
+
+
+def one_step(case: str) -> dict[str, torch.Tensor]:
+    """The loss of the first batch of epoch 0 (its global value) and every parameter's gradient after the backward
+    pass (DDP-averaged with several processes)."""
+    method_name, settings = CASES[case]
+    cfg = build_config(overrides={"method": method_name, "dataset": "digits", "batchnorm": "eval", "seed": 0,
+                                  "device": "cpu", "augment": "weak", **settings})
+    method_class = METHODS[method_name]
+    data = prepare_data(cfg, None, method_class.needs_labels)
+    method = build_method(cfg, method_class, data, torch.device("cpu"))
+    method.train()
+    method.seed_epoch(0)
+    method.on_epoch_start(0)
+    batch = load_batch(method, next(iter(method.batches(0))))
+    network = distributed(method, cfg)
+    losses = network(batch)
+    rank_loss(losses["loss"], batch).backward()
+    out = {"loss": dist.all_sum(losses["loss"].detach() * share(batch))}
+    for name, parameter in method.named_parameters():
+        if parameter.requires_grad:
+            out[name] = torch.zeros_like(parameter) if parameter.grad is None else parameter.grad.clone()
+    return out
+
+
+def worker(rank: int, world: int, init_file: str, out: str) -> None:
+    """Every case in one process of ``world`` (gloo); rank 0 saves the results to ``out``."""
+    torch.set_num_threads(1)
+    torch_dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        results = {case: one_step(case) for case in CASES}
+        if rank == 0:
+            torch.save(results, Path(out))
+    finally:
+        torch_dist.destroy_process_group()
