@@ -15,6 +15,7 @@ from weakdml.engine import dist
 from weakdml.engine.stages import build_method
 from weakdml.engine.trainer import distributed, load_batch, rank_loss, share
 from weakdml.methods import METHODS
+from weakdml.methods.spice_self import SpiceSelf
 
 # (method, settings): BatchNorm keeps its statistics (eval), so that a process's rows are normalised as the whole
 # batch is; batch sizes that do not split evenly check the weighting of uneven shares
@@ -25,7 +26,19 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "ms+iaa": ("ms", {"batch_size": 32, "m_per_class": 4, "iaa": True, "iaa_start_epoch": 0}),
     "triplet": ("triplet", {"batch_size": 30, "m_per_class": 5, "triplet_miner": "all"}),
     "moco": ("moco", {"batch_size": 30, "embedding_dim": 0, "labeled_fraction": 0.5, "shuffle_groups": 4}),
+    "spice-self": ("spice-self", {"batch_size": 61, "embedding_dim": 0, "labeled_fraction": 0}),
+    "spice-semi": ("spice", {"embedding_dim": 0, "labeled_fraction": 0, "spice_semi_batch": 7, "fixmatch_ratio": 2,
+                             "fixmatch_threshold": 0.0}),
 }
+CLASSES = {**METHODS, "spice-self": SpiceSelf}
+
+
+def inputs(method_name: str, unlabeled: int) -> dict[str, Any]:
+    """SPICE-Semi's reliable samples (every fifth image, labelled by its position): what its stage reads."""
+    if method_name != "spice":
+        return {}
+    indices = torch.arange(0, unlabeled, 5)
+    return {"reliable": {"indices": indices, "labels": indices % 10}}
 
 
 def one_step(case: str) -> dict[str, torch.Tensor]:
@@ -34,9 +47,10 @@ def one_step(case: str) -> dict[str, torch.Tensor]:
     method_name, settings = CASES[case]
     cfg = build_config(overrides={"method": method_name, "dataset": "digits", "batchnorm": "eval", "seed": 0,
                                   "device": "cpu", "augment": "weak", **settings})
-    method_class = METHODS[method_name]
+    method_class = CLASSES[method_name]
     data = prepare_data(cfg, None, method_class.needs_labels)
-    method = build_method(cfg, method_class, data, torch.device("cpu"))
+    method = build_method(cfg, method_class, data, torch.device("cpu"),
+                          **inputs(method_name, len(data.train.unlabeled)))
     method.train()
     method.seed_epoch(0)
     method.on_epoch_start(0)

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from distributed_steps import CASES, one_step, worker
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -88,7 +88,7 @@ class NoisyStudent(NoisyStudentTeacher):
         if batch.unlabeled_images is None:
             return losses
         targets = self.targets[batch.unlabeled_index.cpu()].to(self.device)
-        scores = self.head.query_log_scores(self.model(self.view(batch.unlabeled_images)))
+        scores = self.head.query_log_scores(self.model(self.view(batch.unlabeled_images, rows=batch.unlabeled_rows)))
         unlabeled = soft_cross_entropy(scores, targets)
         losses["loss"] = losses["loss"] + self.cfg.nst.scale_nst * unlabeled
         return losses | {"unlabeled": unlabeled}

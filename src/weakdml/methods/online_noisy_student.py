@@ -41,7 +41,8 @@ class OnlineNoisyStudent(NoisyStudentTeacher):
         with torch.no_grad():
             labelled_conf = self.head.train_log_scores(self.model(self.view(batch.images, "none")), batch.index)
             threshold = self.cfg.nst.c_tau * labelled_conf.softmax(1).max(1).values.mean()
-            probs = self.head.query_log_scores(self.model(self.view(batch.unlabeled_images, "weak"))).softmax(1)
+            weak = self.view(batch.unlabeled_images, "weak", batch.unlabeled_rows)
+            probs = self.head.query_log_scores(self.model(weak)).softmax(1)
             confidence, pseudo = probs.max(1)
             keep = confidence > threshold
         self.model.train(self.training)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from weakdml.config import Config
 from weakdml.data.types import TrainData
+from weakdml.engine import dist
 from weakdml.engine.optim import ParamGroup
 from weakdml.errors import UserError
 from weakdml.methods.base import Batch, Method, Scorer
@@ -83,12 +84,14 @@ class SpiceSelf(Method):
             yield Batch(torch.zeros(0, dtype=torch.long), index)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        images = batch.unlabeled_images
+        """The pseudo-labels and the loss are of the whole global batch: with several processes each embeds its
+        rows and the features and the heads' logits are gathered."""
+        images, rows = batch.unlabeled_images, batch.unlabeled_rows
         with torch.no_grad():
-            weak = self.model(self.view(images, "weak"))  # (N, D)
+            weak = dist.gather(self.model(self.view(images, "weak", rows)))  # (N, D)
             pseudo = prototype_pseudo_labels(self.heads.probabilities(weak), weak)  # (H, C·M) each
-            strong = self.model(self.view(images, "strong"))  # (N, D)
-        logits = self.heads(strong)  # (H, N, C)
+            strong = self.model(self.view(images, "strong", rows))  # (N_rank, D)
+        logits = dist.gather(self.heads(strong).transpose(0, 1)).transpose(0, 1)  # (H, N, C)
         chosen = logits.gather(1, pseudo.indices[..., None].expand(-1, -1, logits.shape[-1]))  # (H, C·M, C)
         losses = head_losses(chosen, pseudo.labels, self.cfg.spice.double_softmax)  # (H,)
         return {"loss": losses.sum(), "lowest_head_loss": losses.min().detach()}

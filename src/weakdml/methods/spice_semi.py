@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from weakdml.config import Config
+from weakdml.data.draws import Rows
 from weakdml.data.types import TrainData
+from weakdml.engine import dist
 from weakdml.engine.optim import ParamGroup
 from weakdml.methods.base import Batch, Method
 from weakdml.methods.spice_self import num_clusters, start_network_from
@@ -74,14 +76,22 @@ class SpiceSemi(Method):
             yield Batch(torch.zeros(0, dtype=torch.long), torch.cat([next(labeled), order[start:start + size]]))
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """FixMatch on the global batch (its first ``spice_semi_batch`` images the reliable ones): each process
+        takes the weak view of its rows and the strong view of those among them that are unlabelled, and the
+        logits are gathered."""
         self.ema.update_parameters(self.network())
         b = self.cfg.spice.spice_semi_batch
-        images, index = batch.unlabeled_images, batch.unlabeled_index
-        labels = self.cluster_of[index[:b]]
-        views = torch.cat([self.view(images, "weak"), self.view(images[b:], "strong")])  # (b + 2 μb, C, H, W)
+        images, rows = batch.unlabeled_images, batch.unlabeled_rows
+        positions = rows.positions()
+        unlabeled = positions >= b
+        strong_rows = Rows(rows.total - b, positions[unlabeled] - b)
+        views = torch.cat([self.view(images, "weak", rows),
+                           self.view(images[unlabeled.to(images.device)], "strong", strong_rows)])
         logits = self.classifier(self.model(views))
-        labeled, weak, strong = logits[:b], logits[b:len(images)], logits[len(images):]
-        return fixmatch_loss(labeled, labels, weak, strong, self.cfg.spice.fixmatch_threshold)
+        weak, strong = dist.gather(logits[:len(images)]), dist.gather(logits[len(images):])  # (b + μb, C), (μb, C)
+        index = batch.unlabeled_index if batch.all_unlabeled_index is None else batch.all_unlabeled_index
+        labels = self.cluster_of[index[:b].to(self.cluster_of.device)]
+        return fixmatch_loss(weak[:b], labels, weak[b:], strong, self.cfg.spice.fixmatch_threshold)
 
     def evaluated_network(self) -> nn.Module:
         return self.ema.module[0]
