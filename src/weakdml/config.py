@@ -132,7 +132,10 @@ class TrainConfig:
     monitor: str = flag("auto", "what best.pt follows: val_accuracy, val_recall@1, train_loss, last, or auto (the "
                                 "method's and task's choice); a metric name may end in :min or :max")
     device: str = flag("auto", "auto, cpu, cuda, cuda:N or mps", role="bookkeeping")
-    amp: bool = flag(True, "mixed precision on CUDA (the NNGK kernel always runs in float32)")
+    amp: str = flag("auto", "mixed precision on CUDA: bf16, fp16 (with loss scaling) or off; auto: bf16 where the "
+                            "GPU supports it, else fp16 (kernels, log-sum-exps and losses run in float32; other "
+                            "devices train in float32)", ("auto", "bf16", "fp16", "off"), role="bookkeeping",
+                    earlier={True: "auto", False: "off"})
     deterministic: bool = flag(False, "use deterministic algorithms (slower on GPU)")
     sync_batchnorm: bool = flag(False, "with torchrun on GPUs: BatchNorm in training mode normalises by the whole "
                                        "global batch's statistics (SyncBatchNorm) instead of each process's rows")
@@ -291,6 +294,8 @@ def config_from_flat(values: dict[str, Any]) -> Config:
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for name, value in values.items():
         section_name, f, kind = known[name]
+        if isinstance(value, bool) and value in f.metadata["earlier"]:
+            value = f.metadata["earlier"][value]
         value = _coerce(name, value, kind)
         choices = f.metadata.get("choices")
         if choices and value is not None and value not in choices:

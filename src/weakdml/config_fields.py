@@ -16,10 +16,12 @@ BACKBONES = ("small-cnn", "resnet18", "resnet50", "googlenet")
 ROLES = ("training", "extendable", "bookkeeping", "location")
 
 
-def flag(default: Any, help: str, choices: tuple[str, ...] | None = None, role: str = "training") -> Any:
-    """A dataclass field of a config section (its flag is --<name>)."""
+def flag(default: Any, help: str, choices: tuple[str, ...] | None = None, role: str = "training",
+         earlier: dict[Any, Any] | None = None) -> Any:
+    """A dataclass field of a config section (its flag is --<name>). ``earlier``: values an earlier version wrote
+    for it (in a run's config.yaml), read as their present spelling."""
     assert role in ROLES, role
-    metadata = {"help": help, "choices": choices, "role": role}
+    metadata = {"help": help, "choices": choices, "role": role, "earlier": earlier or {}}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)

@@ -57,9 +57,7 @@ class Trainer:
         self.optimizer = build_optimizer(method.parameter_groups(), cfg.optim)
         self.start_epoch = first_epoch
         self.best: float | None = None
-        self.amp_dtype = None
-        if cfg.train.amp and method.device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.amp_dtype = amp_dtype(cfg.train.amp, method.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.network = distributed(method, cfg)  # what a step calls: the method, or its DDP wrapper
 
@@ -208,6 +206,17 @@ class Trainer:
         flags = " or ".join(("a lower --lr", *(f"another {flag}" for flag in self.method.loss_settings)))
         raise UserError(f"the loss became {value} at epoch {epoch + 1}, step {int(step) + 1}; training stopped and "
                         f"{kept}; start a new run with {flags}")
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``--amp`` on ``device`` (None: float32)."""
+    if amp == "off" or device.type != "cuda":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "bf16" and not torch.cuda.is_bf16_supported():
+        raise UserError("--amp bf16: this GPU does not support bfloat16; use --amp fp16")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def share(batch: Batch) -> float:

@@ -56,9 +56,11 @@ def momentum_update(query_net: nn.Module, key_net: nn.Module, m: float) -> None:
 def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
     """InfoNCE of queries q (B, D) against their positive keys k (B, D) and the negatives in ``queue`` (K, D), all
     L2-normalised: cross-entropy of the logits [q·k, q·queueᵀ] / T (B, 1 + K) with target 0. No gradient reaches
-    the keys or the queue."""
-    positive = (q * k.detach()).sum(1, keepdim=True)  # (B, 1)
-    negative = q @ queue.detach().T  # (B, K)
+    the keys or the queue. In float32 under mixed precision: logits of up to 1/T lose their differences in 16 bits."""
+    q = q.float()
+    positive = (q * k.detach().float()).sum(1, keepdim=True)  # (B, 1)
+    with torch.autocast(q.device.type, enabled=False):
+        negative = q @ queue.detach().float().T  # (B, K)
     logits = torch.cat([positive, negative], 1) / temperature
     return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
 
