@@ -99,7 +99,7 @@ def test_online_pseudo_loss_equals_reference():
     m = tiny_mbdml4(nst_variant="online", nst_start=0)
     kinds = []
 
-    def plain_view(images, kind=None):  # records the views asked for; no random draws to reproduce
+    def plain_view(images, kind=None, rows=None):  # records the views asked for; no random draws to reproduce
         kinds.append(kind)
         return images.float() / 255
 

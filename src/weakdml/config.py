@@ -137,6 +137,10 @@ class TrainConfig:
                             "devices train in float32)", ("auto", "bf16", "fp16", "off"), role="bookkeeping",
                     earlier={True: "auto", False: "off"})
     deterministic: bool = flag(False, "use deterministic algorithms (slower on GPU)")
+    knn: str = flag("exact", "nearest-neighbour search of evaluation and of the NNGK bank's neighbour lists: exact, "
+                             "or faiss's approximate IVF or HNSW index, for test sets and banks of about a million "
+                             "embeddings and more (recall against exact search: benchmarks/knn_search.py)",
+                    ("exact", "faiss-ivf", "faiss-hnsw"), role="bookkeeping")
     sync_batchnorm: bool = flag(False, "with torchrun on GPUs: BatchNorm in training mode normalises by the whole "
                                        "global batch's statistics (SyncBatchNorm) instead of each process's rows")
     out: str | None = flag(None, "run directory (default: runs/<dataset>-<method>-s<seed>-<time>)",

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from weakdml.data.prepare import PreparedData
 from weakdml.data.sources import ImageSource
 from weakdml.evaluation.clustering import ari, clustering_accuracy, nmi
-from weakdml.evaluation.knn import knn_search
+from weakdml.evaluation.knn import Backend, knn_search, search_backend
 from weakdml.evaluation.report import evaluate_embeddings
 from weakdml.evaluation.retrieval import count_relevant
 from weakdml.methods.base import Method
@@ -73,12 +73,14 @@ class Classification(Task):
         ref = data.train.labeled
         if len(ref) and len(data.test):
             embedding = evaluate_embeddings(method.embed_all(data.test).cpu(), data.test.labels,
-                                            method.embed_all(ref).cpu(), ref.labels, seed=method.cfg.train.seed)
+                                            method.embed_all(ref).cpu(), ref.labels, seed=method.cfg.train.seed,
+                                            backend=search_backend(method.cfg.train.knn))
             metrics |= {f"test_{k}": v for k, v in embedding.items()}
         return metrics
 
 
-def recall_at_1(embeddings: torch.Tensor, labels: torch.Tensor, gallery: torch.Tensor | None = None) -> float:
+def recall_at_1(embeddings: torch.Tensor, labels: torch.Tensor, gallery: torch.Tensor | None = None,
+                backend: Backend = "torch") -> float:
     """Recall@1 leave-one-out (or queries ~gallery against the gallery); queries without a relevant item are left
     out, NaN when none is left."""
     if gallery is None:
@@ -90,7 +92,7 @@ def recall_at_1(embeddings: torch.Tensor, labels: torch.Tensor, gallery: torch.T
     keep = count_relevant(q_labels, r_labels, exclude_self=loo) > 0
     if len(refs) < 1 + loo or not keep.any():
         return math.nan
-    _, idx = knn_search(queries.float(), refs.float(), 1, exclude_self=loo)
+    _, idx = knn_search(queries.float(), refs.float(), 1, exclude_self=loo, backend=backend)
     hits = r_labels.to(idx.device)[idx[:, 0]] == q_labels.to(idx.device)
     return hits[keep.to(idx.device)].float().mean().item()
 
@@ -99,18 +101,22 @@ class Retrieval(Task):
     name, primary_metric, default_monitor = "retrieval", "test_recall@1", "val_recall@1"
 
     def epoch_metrics(self, method: Method, data: PreparedData) -> dict[str, float]:
-        return {"val_recall@1": recall_at_1(method.embed_all(data.val), data.val.labels),
-                "test_recall@1": recall_at_1(method.embed_all(data.test), data.test.labels, data.bundle.gallery)}
+        backend = search_backend(method.cfg.train.knn)
+        return {"val_recall@1": recall_at_1(method.embed_all(data.val), data.val.labels, backend=backend),
+                "test_recall@1": recall_at_1(method.embed_all(data.test), data.test.labels, data.bundle.gallery,
+                                             backend)}
 
     def final_metrics(self, method: Method, data: PreparedData) -> dict[str, Any]:
         emb, labels, gallery = method.embed_all(data.test).cpu(), data.test.labels, data.bundle.gallery
+        settings = {"recall_ks": data.bundle.recall_ks, "seed": method.cfg.train.seed,
+                    "backend": search_backend(method.cfg.train.knn)}
         if gallery is None:
-            metrics = evaluate_embeddings(emb, labels, recall_ks=data.bundle.recall_ks, seed=method.cfg.train.seed)
+            metrics = evaluate_embeddings(emb, labels, **settings)
         else:
-            metrics = evaluate_embeddings(emb[~gallery], labels[~gallery], emb[gallery], labels[gallery],
-                                          recall_ks=data.bundle.recall_ks, seed=method.cfg.train.seed)
+            metrics = evaluate_embeddings(emb[~gallery], labels[~gallery], emb[gallery], labels[gallery], **settings)
         out = {f"test_{k}": v for k, v in metrics.items()}
-        return out | {"val_recall@1": recall_at_1(method.embed_all(data.val), data.val.labels)}
+        return out | {"val_recall@1": recall_at_1(method.embed_all(data.val), data.val.labels,
+                                                  backend=settings["backend"])}
 
 
 class Clustering(Task):

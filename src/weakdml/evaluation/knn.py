@@ -1,7 +1,8 @@
 """Exact k-nearest-neighbour search by squared Euclidean distance, chunked so memory stays bounded.
 
 The default backend is plain torch matrix products on the inputs' device (CPU or CUDA); it is exact and, for the
-sizes of this project, as fast as flat faiss. ``backend="faiss"`` uses ``faiss.IndexFlatL2`` for very large sets.
+sizes of this project, as fast as flat faiss. ``backend="faiss"`` uses ``faiss.IndexFlatL2`` for very large sets,
+``faiss-ivf`` and ``faiss-hnsw`` faiss's approximate indexes (``faiss_index.py``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import numpy as np
 import torch
 
 from weakdml.errors import UserError
+from weakdml.evaluation.faiss_index import FaissIndex
 
 ArrayLike = torch.Tensor | np.ndarray
-Backend = Literal["torch", "faiss"]
+Backend = Literal["torch", "faiss", "faiss-ivf", "faiss-hnsw"]
+BACKENDS = ("torch", "faiss", "faiss-ivf", "faiss-hnsw")
 
 
 def as_embeddings(x: ArrayLike, name: str = "embeddings") -> torch.Tensor:
@@ -101,17 +104,27 @@ def knn_search(
     k = min(k, r.shape[0] - int(exclude_self))
     if k < 1:
         raise UserError("leave-one-out search needs at least 2 embeddings")
-    if backend not in ("torch", "faiss"):
-        raise UserError(f"unknown kNN backend {backend!r}: use 'torch' or 'faiss'")
+    check_backend(backend)
     scale = common_scale(q, r)
     q, r = q / scale, r / scale  # exact (a power of two); the squared distances stay in range at any scale
-    if backend == "faiss":
-        d, i = _faiss_search(q, r, k, exclude_self)
+    if backend != "torch":
+        index = FaissIndex(r, backend)
+        d, i = index.search_without_self(q, k, 0) if exclude_self else index.search(q, k)
     else:
         exact = torch.autocast(q.device.type, enabled=False) if q.device.type in ("cpu", "cuda") else nullcontext()
         with exact:  # in the inputs' precision even inside autocast (training's, on CUDA); old torch lacks MPS autocast
             d, i = _torch_search(q, r.to(q.device, q.dtype), k, exclude_self, chunk_size, ref_chunk_size)
     return d * scale**2, i
+
+
+def search_backend(setting: str) -> Backend:
+    """The backend of a run's ``--knn`` setting: exact (torch), faiss-ivf or faiss-hnsw."""
+    return "torch" if setting == "exact" else setting  # type: ignore[return-value]
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise UserError(f"unknown kNN backend {backend!r}: use one of {', '.join(BACKENDS)}")
 
 
 def common_scale(*tensors: torch.Tensor) -> float:
@@ -150,21 +163,3 @@ def _torch_search(
         out_d.append(best_d)
         out_i.append(best_i)
     return torch.cat(out_d).float(), torch.cat(out_i).long()
-
-
-def _faiss_search(q: torch.Tensor, r: torch.Tensor, k: int, exclude_self: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat (exact) L2 search with faiss on CPU; with exclude_self, one extra neighbour is searched and self dropped."""
-    try:
-        import faiss
-    except ImportError as e:
-        raise UserError("faiss is not installed: pip install faiss-cpu") from e
-    index = faiss.IndexFlatL2(r.shape[1])
-    index.add(np.ascontiguousarray(r.detach().cpu().numpy(), dtype=np.float32))
-    kk = k + int(exclude_self)
-    d, i = index.search(np.ascontiguousarray(q.detach().cpu().numpy(), dtype=np.float32), kk)  # (Q, kk)
-    d, i = torch.from_numpy(d), torch.from_numpy(i).long()
-    if exclude_self:
-        drop = i == torch.arange(len(i)).unsqueeze(1)  # (Q, kk): where self appears
-        drop[~drop.any(1), -1] = True  # self not found (ties with duplicates): drop the farthest instead
-        d, i = d[~drop].view(-1, k), i[~drop].view(-1, k)
-    return d.float().to(q.device), i.to(q.device)

@@ -44,7 +44,7 @@ def evaluate_embeddings(
     metrics = {"knn_accuracy": accuracy(torch.cat(votes), ql), **sums.result()}
     if cluster:
         n_classes = int(ql.unique().numel())
-        clusters = kmeans(q, n_classes, seed, backend="faiss" if backend == "faiss" else "sklearn")
+        clusters = kmeans(q, n_classes, seed, backend="faiss" if backend.startswith("faiss") else "sklearn")
         y = ql.cpu().numpy()
         metrics.update(nmi=nmi(y, clusters), ari=ari(y, clusters))
         metrics["clustering_accuracy"] = clustering_accuracy(y, clusters)[0]

@@ -13,7 +13,8 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 
 from weakdml.errors import UserError
-from weakdml.evaluation.knn import ArrayLike, Backend, as_queries_and_refs, common_scale, knn_search
+from weakdml.evaluation.faiss_index import FaissIndex
+from weakdml.evaluation.knn import ArrayLike, Backend, as_queries_and_refs, check_backend, common_scale
 
 
 def _hits(query_labels: ArrayLike, neighbour_labels: ArrayLike) -> torch.Tensor:
@@ -138,18 +139,19 @@ def ranked_neighbour_labels(
     distances less each query's own squared norm, which leaves its order as it is) with one top-k, so a query asking
     for R = 6,000 neighbours costs one partial sort, not a merge per block of refs.
     """
-    if backend not in ("torch", "faiss"):
-        raise UserError(f"unknown kNN backend {backend!r}: use 'torch' or 'faiss'")
+    check_backend(backend)
     refs, n = refs.to(queries.device, queries.dtype), len(refs)
     scale = common_scale(queries, refs) if len(queries) and n else 1.0
     queries, refs = queries / scale, refs / scale  # exact (a power of two): distances in range at any scale
     rows = max(1, min(chunk_size, max_block // n))
     r_sq = (refs * refs).sum(1)  # (N,)
+    index = FaissIndex(refs, backend) if backend != "torch" else None  # built once for every chunk
+    labels = torch.cat([ref_labels, ref_labels.new_full((1,), -1)])  # index -1 (not found by an approximate search)
     for start in range(0, len(queries), rows):
         qc = queries[start : start + rows]  # (C, D)
         kc = min(int(k[start : start + rows].max()), n - int(exclude_self))
-        if backend == "faiss":
-            idx = _faiss_chunk(qc, refs, kc, start if exclude_self else None)
+        if index is not None:
+            idx = (index.search_without_self(qc, kc, start) if exclude_self else index.search(qc, kc))[1]
         else:
             with _exact(qc.device):  # |r|² - 2 q·r in one fused product: |q|² does not change a row's order
                 d = torch.addmm(r_sq.expand(len(qc), -1), qc, refs.T, alpha=-2.0)  # (C, N)
@@ -157,22 +159,12 @@ def ranked_neighbour_labels(
                 own = torch.arange(start, start + len(qc), device=d.device)
                 d[own - start, own] = float("inf")
             idx = d.topk(kc, dim=1, largest=False, sorted=True).indices  # (C, K_c)
-        yield slice(start, start + len(qc)), ref_labels.to(idx.device)[idx]
+        yield slice(start, start + len(qc)), labels.to(idx.device)[idx]
 
 
 def _exact(device: torch.device) -> AbstractContextManager:
     """Distances in the inputs' precision even inside autocast (training's, on CUDA); older torch lacks MPS autocast."""
     return torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda") else nullcontext()
-
-
-def _faiss_chunk(qc: torch.Tensor, refs: torch.Tensor, k: int, self_start: int | None) -> torch.Tensor:
-    """Indices (C, k) of the k nearest refs by faiss; ``self_start``: query row i is ref self_start + i, dropped."""
-    if self_start is None:
-        return knn_search(qc, refs, k, backend="faiss")[1]
-    idx = knn_search(qc, refs, min(k + 1, len(refs)), backend="faiss")[1]  # (C, k + 1)
-    drop = idx == torch.arange(self_start, self_start + len(qc), device=idx.device).unsqueeze(1)
-    drop[~drop.any(1), -1] = True  # self not found (ties with duplicates): drop the farthest instead
-    return idx[~drop].view(len(qc), -1)
 
 
 def retrieval_metrics(

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from weakdml.config import Config
 from weakdml.data.sources import all_images, view
+from weakdml.evaluation.knn import search_backend
 from weakdml.methods.base import Batch, Method, Scorer, TrainData
 from weakdml.methods.nngk_head import NNGKHead
 from weakdml.models.embedding import EmbeddingNet
@@ -26,7 +27,8 @@ class NNGK(Method):
     def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
         super().__init__(model, data, cfg)
         n = cfg.nngk
-        self.head = NNGKHead(len(data.labeled), model.dim, data.num_classes, n.neighbours, n.sigma, n.learnable_sigma)
+        self.head = NNGKHead(len(data.labeled), model.dim, data.num_classes, n.neighbours, n.sigma, n.learnable_sigma,
+                             search_backend(cfg.train.knn))
 
     def start_from(self, state: dict[str, Any]) -> None:
         super().start_from(state)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from weakdml.evaluation.knn import knn_search
+from weakdml.evaluation.knn import Backend, knn_search
 
 ABSENT_CLASS_GAP = math.log(1e10)
 MATMUL_LIMIT = 2**24  # entries of the (batch, bank) product above which neighbours are gathered instead
@@ -117,9 +117,9 @@ class NNGKHead(nn.Module):
     """The support bank (centres, labels, training neighbour lists) and the learnable kernel parameters."""
 
     def __init__(self, num_centres: int, dim: int, num_classes: int, neighbours: int,
-                 sigma: float, learnable_sigma: bool = False) -> None:
+                 sigma: float, learnable_sigma: bool = False, backend: Backend = "torch") -> None:
         super().__init__()
-        self.num_classes = num_classes
+        self.num_classes, self.backend = num_classes, backend
         self.k = neighbours
         self.log_weights = nn.Parameter(torch.zeros(num_centres))
         log_sigma = torch.tensor(math.log(sigma))
@@ -143,11 +143,19 @@ class NNGKHead(nn.Module):
 
     @torch.no_grad()
     def refresh(self, centres: torch.Tensor, labels: torch.Tensor, epoch: int) -> None:
-        """Replace the bank by new centre embeddings and recompute each centre's K nearest other centres."""
+        """Replace the bank by new centre embeddings and recompute each centre's K nearest other centres (with the
+        head's search backend: an approximate index for banks of millions)."""
         self.centres.copy_(centres.float())
         self.centre_sq_norms.copy_(self.centres.pow(2).sum(1))
         self.centre_labels.copy_(labels)
-        _, idx = knn_search(self.centres, self.centres, self.train_k, exclude_self=len(centres) > 1)
+        k = self.train_k
+        _, idx = knn_search(self.centres, self.centres, k, exclude_self=len(centres) > 1, backend=self.backend)
+        missed = torch.nonzero((idx < 0).any(1)).flatten()  # an approximate search found fewer than K: exactly
+        if len(missed):
+            _, exact = knn_search(self.centres[missed], self.centres, k + 1)
+            own = exact == missed[:, None]
+            own[~own.any(1), -1] = True
+            idx[missed] = exact[~own].view(len(missed), k)
         self.train_neighbours.copy_(idx)
         self.refreshed_at.fill_(epoch)
 
