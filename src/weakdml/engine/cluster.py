@@ -18,7 +18,7 @@ import torch
 
 from weakdml.atomic import atomic_writer, write_json_atomic
 from weakdml.config import Config, build_config
-from weakdml.engine import run
+from weakdml.engine import dist, run
 from weakdml.engine.pipeline import pipeline_for
 from weakdml.engine.stages import DONE
 from weakdml.errors import UserError
@@ -101,6 +101,8 @@ def outputs(run_dir: Path, labels_file: Path | None) -> ClusterSummary:
     if labels_file is not None:
         names, agreement, labelled = name_clusters(labels_file, ids, clusters)
         metrics |= {"labels_agreement": agreement, "labelled_images": labelled, "cluster_names": names}
+    if not dist.is_main():  # every process predicted its share; rank 0 writes
+        return ClusterSummary(run_dir, metrics)
     rows = [[i, int(c), f"{float(p):.4f}", *([names.get(int(c), "")] if names else [])]
             for i, c, p in zip(ids, clusters, confidence)]
     with atomic_writer(run_dir / "predictions.csv") as handle:

@@ -223,7 +223,7 @@ def final_metrics(method: Method, data: PreparedData, run_dir: Path, task: Task)
 
 
 def _attach_log_file(run_dir: Path) -> None:
-    log.setLevel(logging.INFO if dist.is_main() else logging.WARNING)  # one process tells what happens
+    log.setLevel(logging.INFO if dist.is_main() else logging.ERROR)  # one process tells what happens
     if not dist.is_main():
         return
     for handler in list(log.handlers):
