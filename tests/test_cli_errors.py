@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from weakdml.cli import main
+from weakdml.cli import COMMANDS, main
 from weakdml.config import build_config
 from weakdml.data.registry import load_dataset
 from weakdml.engine.checkpoint import load_checkpoint
@@ -180,3 +180,12 @@ def test_a_run_whose_data_moved_is_evaluated_and_resumed_from_the_new_location(c
     assert main(["train", "--resume", str(run), "--data-root", str(tmp_path / "moved"), "--epochs", "2",
                  "--progress", "off"]) == 0
     assert build_config(run / "config.yaml").data.data_root == str(tmp_path / "moved")
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help(capsys, command):
+    """`weakdml COMMAND --help` prints every setting (a help text with "%" once broke argparse's formatting)."""
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: weakdml " + command in capsys.readouterr().out
