@@ -30,7 +30,7 @@ def test_saved_config_round_trips(tmp_path):
     ({"backbone": "vgg"}, "must be one of"),
     ({"no_such_thing": 1}, "unknown setting"),
     ({"sigma": -1}, "sigma must be positive"),
-    ({"amp": "maybe"}, "expects bool"),
+    ({"deterministic": "maybe"}, "expects bool"),
     ({"nst_threshold": -0.5}, "nst-threshold must be a probability"),
     ({"nst_stochastic_depth": 1}, "nst-stochastic-depth must be in"),
     ({"scale_mixup": -1}, "scale-mixup must be non-negative"),
