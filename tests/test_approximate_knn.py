@@ -67,6 +67,7 @@ def test_the_nngk_bank_neighbour_lists_from_an_approximate_index() -> None:
     assert sum(overlap) / len(overlap) > 0.8
 
 
+@pytest.mark.slow
 def test_a_run_evaluates_with_faiss_hnsw(tmp_path: Path) -> None:
     args = ["train", "--dataset", "digits", "--epochs", "2", "--progress", "off", "--device", "cpu"]
     assert main([*args, "--out", str(tmp_path / "exact")]) == 0

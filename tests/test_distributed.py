@@ -74,6 +74,7 @@ def test_a_two_process_run_equals_a_one_process_run_and_resumes_with_one(tmp_pat
     assert _final(two)["epochs"] == 3
 
 
+@pytest.mark.slow
 def test_a_failure_on_one_rank_ends_every_rank_with_its_message(tmp_path: Path) -> None:
     script = tmp_path / "fail_on_rank_1.py"
     script.write_text(

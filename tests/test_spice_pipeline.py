@@ -26,10 +26,10 @@ from weakdml.engine.pipeline import pipeline_for
 from weakdml.engine.trainer import Trainer
 from weakdml.errors import UserError
 
-# digits at 8 px, every stage a few steps: pretrain 5, self 36 (big batches of 240), semi 29 (16 + 32 images); a
+# digits at 8 px, every stage a few steps: pretrain 5, self 48 (big batches of 240), semi 29 (16 + 32 images); a
 # cluster whose images no neighbour confirms may relax to a neighbour ratio of 0
 TINY = {**cluster_module.CLUSTER_DEFAULTS, "input_size": 8, "epochs": 1, "moco_queue": 512, "moco_crop_min": 0.5,
-        "spice_self_epochs": 6, "spice_self_batch": 240, "double_softmax": False, "spice_knn": 20,
+        "spice_self_epochs": 8, "spice_self_batch": 240, "double_softmax": False, "spice_knn": 20,
         "spice_ratio": 0.8, "spice_min_ratio": 0.0, "spice_min_score": 0.1, "spice_semi_epochs": 1,
         "spice_semi_batch": 16, "fixmatch_ratio": 2, "spice_ema": 0.5, "progress": "off", "snapshot_images": 0}
 
@@ -69,17 +69,18 @@ def test_every_stage_writes_its_outputs_and_scores_where_ground_truth_exists(spi
             assert torch.equal(value, pretrain[key]), key
     assert not torch.equal(semi["model.backbone.features.0.weight"], pretrain["model.backbone.features.0.weight"])
     rows = metric_rows(spice_run)
-    assert [r["stage"] for r in rows] == [0] + [1] * 6 + [2]
+    assert [r["stage"] for r in rows] == [0] + [1] * 8 + [2]
     for row in rows[1:]:  # the self and semi stages are scored on the test images at every epoch
         assert {"test_cluster_accuracy", "test_nmi", "test_ari"} <= set(row)
-    # learning, not chance (0.1): measured ACC 0.37 / NMI 0.36 after SPICE-Self's 36 steps (1 thread)
-    assert rows[6]["test_cluster_accuracy"] > 0.25 and rows[6]["test_nmi"] > 0.2, rows[6]
+    # learning, not chance (0.1): measured ACC 0.39 / NMI 0.36 after SPICE-Self's 48 steps (1 thread; 6 epochs left a
+    # cluster empty once MoCo's colour-jitter draws changed)
+    assert rows[8]["test_cluster_accuracy"] > 0.25 and rows[8]["test_nmi"] > 0.2, rows[8]
     report = json.loads((spice_run / "02-reliable" / "reliable.json").read_text())
     reliable = load_checkpoint(spice_run / "02-reliable" / "reliable.pt")
     kept = [c["kept"] for c in report["clusters"]]
     assert len(set(kept)) == 1 and len(reliable["indices"]) == sum(kept) == report["reliable"]  # balanced
     assert report["head_losses"][report["head"]] == min(report["head_losses"])  # chosen by its own loss
-    assert report["evaluation"]["reliable_precision"] > 0.3, report["evaluation"]  # measured 0.6; chance 0.1
+    assert report["evaluation"]["reliable_precision"] > 0.3, report["evaluation"]  # measured 0.4; chance 0.1
     metrics = json.loads((spice_run / "cluster_metrics.json").read_text())
     assert metrics["images"] == 1437 and sum(metrics["cluster_sizes"]) == 1437
     assert {"cluster_accuracy", "nmi", "ari"} <= set(metrics)
