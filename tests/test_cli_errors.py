@@ -53,6 +53,18 @@ def test_bad_flags(capsys, argv, message):
     assert message in run_error(capsys, argv)
 
 
+@pytest.mark.parametrize("command", ["train", "pretrain", "cluster", "split", "evaluate", "compare"])
+def test_help_of_every_command_prints(capsys, command):
+    """Help texts with a percent sign ("80 % of the epochs") made argparse's %-formatting raise TypeError."""
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--help"])
+    assert stop.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal's width
+    assert out.startswith(f"usage: weakdml {command}")
+    if command == "train":
+        assert "after 40, 60 and 80 % of the epochs" in out
+
+
 def test_unreadable_paths_and_config_files_are_one_line(capsys, tmp_path):
     (tmp_path / "afile").write_text("x")
     assert "File exists" in run_error(capsys, ["train", "--out", str(tmp_path / "afile"), "--epochs", "1",

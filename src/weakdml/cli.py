@@ -41,6 +41,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
             if "(default" not in help_text:  # some say it in their own words
                 help_text += f" (default: {','.join(map(str, default)) or 'none'})" if isinstance(default, list) \
                     else f" (default: {default})"
+            help_text = help_text.replace("%", "%%")  # argparse %-formats help ("80 % of" would read as "% o")
             base = {a for a in typing.get_args(kind) if a is not type(None)} or {kind}
             if base == {bool}:  # --x / --no-x
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
