@@ -119,7 +119,7 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous()
+        grad = grad.clone(memory_format=torch.contiguous_format)  # reduced in place: not autograd's buffer
         torch_dist.all_reduce(grad)  # every rank's loss depends on every rank's rows
         start = sum(ctx.sizes[:rank()])
         return grad[start:start + ctx.sizes[rank()]]

@@ -45,15 +45,24 @@ class Batch:
     all_unlabeled_index: torch.Tensor | None = None
 
     @property
+    def global_index(self) -> torch.Tensor:
+        """The global batch's labelled indices (``index`` itself before the engine has filled the batch)."""
+        return self.index if self.all_index is None else self.all_index
+
+    @property
+    def global_unlabeled_index(self) -> torch.Tensor:
+        assert self.unlabeled_index is not None
+        return self.unlabeled_index if self.all_unlabeled_index is None else self.all_unlabeled_index
+
+    @property
     def rows(self) -> Rows:
         """This process's rows of the global batch's labelled part."""
-        n = len(self.index if self.all_index is None else self.all_index)
+        n = len(self.global_index)
         return Rows(n, dist.rows(n))
 
     @property
     def unlabeled_rows(self) -> Rows:
-        assert self.unlabeled_index is not None
-        n = len(self.unlabeled_index if self.all_unlabeled_index is None else self.all_unlabeled_index)
+        n = len(self.global_unlabeled_index)
         return Rows(n, dist.rows(n))
 
     @property
@@ -124,8 +133,7 @@ class Method(nn.Module):
     def global_labels(self, batch: Batch) -> torch.Tensor:
         """The labels of the whole global batch's labelled part (B_global,), on the device: every process knows
         them without communication."""
-        index = batch.index if batch.all_index is None else batch.all_index
-        return self.data.labeled.labels[index.cpu()].to(self.device)
+        return self.data.labeled.labels[batch.global_index.cpu()].to(self.device)
 
     def parameter_groups(self) -> list[ParamGroup]:
         """Named groups of parameters with their learning-rate factor and weight decay: by default one group, or the

@@ -50,7 +50,7 @@ class MbDML(NNGK):
         """λ·NLL(f(x̃), y) + (1 − λ)·NLL(f(x̃), y_partner) through the kernel classifier."""
         z = self.model(mixed)
         mode = self.cfg.mixup.mixed_neighbours
-        partner_index = (batch.index if batch.all_index is None else batch.all_index).to(self.device)[partners]
+        partner_index = batch.global_index.to(self.device)[partners]
         if mode == "original":
             scores = self.head.train_log_scores(z, batch.index)
         else:

@@ -89,8 +89,7 @@ class SpiceSemi(Method):
                            self.view(images[unlabeled.to(images.device)], "strong", strong_rows)])
         logits = self.classifier(self.model(views))
         weak, strong = dist.gather(logits[:len(images)]), dist.gather(logits[len(images):])  # (b + μb, C), (μb, C)
-        index = batch.unlabeled_index if batch.all_unlabeled_index is None else batch.all_unlabeled_index
-        labels = self.cluster_of[index[:b].to(self.cluster_of.device)]
+        labels = self.cluster_of[batch.global_unlabeled_index[:b].to(self.cluster_of.device)]
         return fixmatch_loss(weak[:b], labels, weak[b:], strong, self.cfg.spice.fixmatch_threshold)
 
     def evaluated_network(self) -> nn.Module:
