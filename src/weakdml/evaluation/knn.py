@@ -138,28 +138,30 @@ def common_scale(*tensors: torch.Tensor) -> float:
 def _torch_search(
     q: torch.Tensor, r: torch.Tensor, k: int, exclude_self: bool, chunk_size: int, ref_chunk_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blocks of (chunk_size, ref_chunk_size) distances, keeping a running top-k per query chunk."""
+    """Blocks of (chunk_size, ref_chunk_size) distances, keeping a running top-k per query chunk. A block holds
+    |r|² - 2 q·r from one fused product; |q|², the same along a row, is added to the k kept only."""
     r_sq = (r * r).sum(1)  # (R,)
     out_d, out_i = [], []
     for qs in range(0, q.shape[0], chunk_size):
         qc = q[qs : qs + chunk_size]  # (C, D)
-        qc_sq = (qc * qc).sum(1, keepdim=True)  # (C, 1)
         best_d = best_i = None
         for rs in range(0, r.shape[0], ref_chunk_size):
             rc = r[rs : rs + ref_chunk_size]  # (B, D)
-            d = (qc_sq + r_sq[rs : rs + rc.shape[0]] - 2.0 * qc @ rc.T).clamp_min_(0)  # (C, B)
+            d = torch.addmm(r_sq[rs : rs + rc.shape[0]], qc, rc.T, alpha=-2.0)  # (C, B)
             if exclude_self:  # rows i and columns i that are the same point: the global diagonal inside this block
                 lo, hi = max(qs, rs), min(qs + qc.shape[0], rs + rc.shape[0])
                 if lo < hi:
                     diag = torch.arange(lo, hi, device=d.device)
                     d[diag - qs, diag - rs] = float("inf")
             kb = min(k, d.shape[1])
-            d, i = torch.topk(d, kb, dim=1, largest=False, sorted=True)  # (C, kb)
+            d, i = torch.topk(d, kb, dim=1, largest=False, sorted=False)  # (C, kb)
             i += rs
             if best_d is not None:  # merge with the best so far
-                d, j = torch.topk(torch.cat([best_d, d], 1), min(k, best_d.shape[1] + kb), dim=1, largest=False)
+                d, j = torch.topk(torch.cat([best_d, d], 1), min(k, best_d.shape[1] + kb), dim=1, largest=False,
+                                  sorted=False)
                 i = torch.cat([best_i, i], 1).gather(1, j)
             best_d, best_i = d, i
-        out_d.append(best_d)
-        out_i.append(best_i)
+        d, order = (best_d + (qc * qc).sum(1, keepdim=True)).clamp_min_(0).sort(dim=1, stable=True)  # nearest first
+        out_d.append(d)
+        out_i.append(best_i.gather(1, order))
     return torch.cat(out_d).float(), torch.cat(out_i).long()

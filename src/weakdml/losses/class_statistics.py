@@ -117,18 +117,26 @@ class ClassStatistics(torch.nn.Module):
         global_var = (n[valid, None] * self.variance[valid]).sum(0) / n[valid].sum()  # (D,)
         out = self.variance.clone()
         rows = torch.nonzero(alpha > 0).squeeze(1)
-        k = min(self.num_neighbours, int(valid.sum()))
+        columns = torch.nonzero(valid).squeeze(1)  # the candidates, each row's own class aside
+        position = torch.full_like(self.counts, -1).index_put_((columns,), torch.arange(len(columns)))
+        mean, variance, n_valid = self.mean[columns], self.variance[columns], n[columns]
+        k = min(self.num_neighbours, len(columns))  # a row's own class, if picked, gets weight 0 (distance inf)
         for start in range(0, len(rows), chunk_size):
             r = rows[start : start + chunk_size]  # (B,) classes to correct
-            candidate = valid.unsqueeze(0).expand(len(r), -1).clone()  # (B, C)
-            candidate[torch.arange(len(r)), r] = False
-            d_mean = _min_max(torch.cdist(self.mean[r], self.mean), candidate)  # (B, C)
-            d_cov = _min_max(torch.cdist(self.variance[r], self.variance), candidate)
-            nearest = d_mean.masked_fill(~candidate, float("inf")).topk(k, dim=1, largest=False).indices  # (B, K)
-            w = n[nearest] * torch.exp(-d_mean.gather(1, nearest) ** 2 / (2 * self.sigma_mean**2)
-                                       - d_cov.gather(1, nearest) ** 2 / (2 * self.sigma_cov**2))
-            w = w * candidate.gather(1, nearest)  # (B, K); a row with fewer than K candidates has zero weights
-            neighbour_var = (w.unsqueeze(2) * self.variance[nearest]).sum(1) / w.sum(1, keepdim=True)  # (B, D)
+            own = position[r].unsqueeze(1)  # (B, 1) each row's column among the candidates, -1 if none
+            own_column, own_out = own.clamp_min(0), torch.where(own >= 0, torch.inf, 0.0).to(out.dtype)
+            # Squared distances, (B, C_valid): min, max and order are those of the distances, so the square roots are
+            # taken only of what is used. The row's own class (distance 0) never changes a maximum.
+            sq_mean, sq_cov = _squared_distances(self.mean[r], mean), _squared_distances(self.variance[r], variance)
+            hi_mean, hi_cov = sq_mean.amax(1, keepdim=True).sqrt(), sq_cov.amax(1, keepdim=True).sqrt()
+            sq_mean.scatter_add_(1, own_column, own_out), sq_cov.scatter_add_(1, own_column, own_out)  # own class: inf
+            nearest_sq, nearest = sq_mean.topk(k, dim=1, largest=False)  # (B, K) among the candidates
+            lo_mean, lo_cov = nearest_sq[:, :1].sqrt(), sq_cov.amin(1, keepdim=True).sqrt()
+            tiny = torch.finfo(out.dtype).tiny
+            d_mean = (nearest_sq.sqrt() - lo_mean) / (hi_mean - lo_mean).clamp_min(tiny)
+            d_cov = (sq_cov.gather(1, nearest).sqrt() - lo_cov) / (hi_cov - lo_cov).clamp_min(tiny)
+            w = n_valid[nearest] * torch.exp(-d_mean**2 / (2 * self.sigma_mean**2) - d_cov**2 / (2 * self.sigma_cov**2))
+            neighbour_var = (w.unsqueeze(2) * variance[nearest]).sum(1) / w.sum(1, keepdim=True)  # (B, D)
             a = alpha[r].unsqueeze(1)
             out[r] = (1 - a) * self.variance[r] + a * ((1 - self.gamma) * neighbour_var + self.gamma * global_var)
         return out
@@ -152,8 +160,6 @@ def class_moments(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[t
     return n, mean, var
 
 
-def _min_max(d: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Each row of d (B, C) scaled to [0, 1] by the min and max over its ``keep`` entries."""
-    lo = d.masked_fill(~keep, float("inf")).amin(1, keepdim=True)
-    hi = d.masked_fill(~keep, float("-inf")).amax(1, keepdim=True)
-    return (d - lo) / (hi - lo).clamp_min(torch.finfo(d.dtype).tiny)
+def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(A, B) squared Euclidean distances between the rows of a (A, D) and b (B, D), >= 0, with one matrix product."""
+    return torch.addmm((b * b).sum(1).unsqueeze(0), a, b.T, alpha=-2).add_((a * a).sum(1, keepdim=True)).clamp_min_(0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from weakdml.errors import UserError
 
@@ -39,10 +40,12 @@ def prototype_pseudo_labels(scores: torch.Tensor, features: torch.Tensor, center
     k = max(1, int(center_ratio * per_cluster * select_ratio))
     m = max(1, int(per_cluster * select_ratio))
     features = features.to(scores.dtype)
-    confident = scores.topk(k, dim=1).indices.transpose(1, 2)  # (H, C, k): per head and cluster, the k most confident
-    members = torch.zeros(h, c, n, dtype=scores.dtype, device=scores.device).scatter_(2, confident, 1.0)  # (H, C, N)
-    prototypes = members @ features / k  # (H, C, D): one product instead of gathering (H, C, k, D)
-    similarity = prototypes @ features.T  # (H, C, N)
-    nearest = similarity.topk(m, dim=2).indices  # (H, C, M)
+    by_cluster = scores.transpose(1, 2).contiguous()  # (H, C, N)
+    confident = by_cluster.topk(k, dim=2, sorted=False).indices  # (H, C, k): per head and cluster, the k most confident
+    # (H·C, D) means of those features, summed as they are read: neither the (H, C, k, D) gather nor a product with
+    # a mostly zero (H, C, N) membership matrix
+    prototypes = F.embedding_bag(confident.reshape(h * c, k), features, mode="mean")
+    similarity = (prototypes @ features.T).view(h, c, n)  # (H, C, N)
+    nearest = similarity.topk(m, dim=2).indices  # (H, C, M), nearest first
     labels = torch.arange(c, device=scores.device).view(1, c, 1).expand(h, c, m)
     return PseudoLabels(nearest.reshape(h, c * m), labels.reshape(h, c * m))
