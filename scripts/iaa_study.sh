@@ -6,6 +6,7 @@
 #   ms-iaa-no-correction            MS + IAA without the neighbour correction
 #   ms-mdr                          MS + MDR
 #   few-*                           10 images per training class: MS, MS + IAA with and without the correction
+#   batch20-*                       MS and MS + IAA with batches of 20 (4 images of each of the 5 classes)
 # Usage: scripts/iaa_study.sh OUT   (run it again to continue after an interruption; finished runs are skipped).
 # Then: .venv/bin/python scripts/iaa_study_table.py OUT
 set -euo pipefail
@@ -16,6 +17,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 COMMON="--dataset fashion-mnist --train-classes 0-4 --val-fraction 0 --monitor last --progress off
         --contrastive-distance cosine --contrastive-pos-margin 0.8 --contrastive-neg-margin 0.5"
 MAIN="$COMMON --labels-per-class ${PER_CLASS:-500} --epochs ${EPOCHS:-10} --batch-size 128 --eval-every ${EPOCHS:-10}"
+BATCH20="$COMMON --labels-per-class ${PER_CLASS:-500} --epochs ${EPOCHS:-10} --batch-size 20 --eval-every ${EPOCHS:-10}"
 FEW="$COMMON --labels-per-class 10 --epochs 30 --batch-size 20 --eval-every 30"
 study() { local out=$1; shift; .venv/bin/weakdml compare --seeds "$SEEDS" --out "$OUT/$out" "$@" >> "$OUT/study.log" 2>&1; }
 mkdir -p "$OUT"
@@ -26,3 +28,5 @@ study ms-mdr --methods ms --mdr $MAIN
 study few-plain --methods ms $FEW
 study few-iaa --methods ms --iaa $FEW
 study few-iaa-no-correction --methods ms --iaa --no-neighbour-correction $FEW
+study batch20-plain --methods ms $BATCH20
+study batch20-iaa --methods ms --iaa $BATCH20
