@@ -134,8 +134,7 @@ def markdown(result: dict) -> str:
     steps, lines = result["steps_ms"], []
     lines += [f"batch {BATCH} (random 1x28x28 images), {DIM}-d, {CLASSES} classes x 4, MS loss + miner (thresh 0.5, "
               f"margin 0.1, scale_pos 2, scale_neg 40); {result['machine']}, {result['threads']} threads, torch "
-              f"{result['torch']}; median of {result['repeats']} rounds after 3 warm-up, interleaved (nice -n 10, "
-              "shared machine)", "",
+              f"{result['torch']}; median of {result['repeats']} rounds after 3 warm-up, interleaved", "",
               "| part | MS ms | MS+IAA (M = 3) ms | × MS | target ≤ 1.15× |", "|---|---|---|---|---|"]
     for kind in ("loss", "small-cnn step"):
         ratio = steps["ms+iaa"][kind] / steps["ms"][kind]
