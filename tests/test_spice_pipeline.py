@@ -234,3 +234,20 @@ def test_spice_refuses_labelled_images_and_a_stage_it_does_not_have(tmp_path):
     assert not (tmp_path / "labelled").exists()  # refused before anything is written
     with pytest.raises(UserError, match="--pretrained gives the backbone, so there is no pretraining stage"):
         pipeline_for(tiny_config(tmp_path / "run", pretrained=str(tmp_path), spice_until="pretrain"))
+
+
+def test_test_as_unlabeled_clusters_the_test_images_too_with_their_labels_hidden_from_the_stages():
+    from weakdml.pipelines.spice import ground_truth, image_ids
+
+    plain, both = (prepare.prepare_data(build_config(overrides={**TINY, "test_as_unlabeled": flag}),
+                                        needs_labels=False) for flag in (False, True))
+    assert (len(plain.train.unlabeled), len(both.train.unlabeled)) == (1437, 1437 + 360)
+    assert bool((both.train.unlabeled.labels == -1).all())  # what the stages see
+    index = torch.arange(1437, 1437 + 360)
+    assert torch.equal(both.train.unlabeled.load(index), both.test.load(torch.arange(360)))
+    _, y = load_digits(return_X_y=True)
+    truth = ground_truth(both)  # scoring only: the train part's true classes, then the test images'
+    assert torch.equal(truth[:1437], ground_truth(plain)) and torch.equal(truth[1437:], both.test.labels)
+    assert sorted(truth.tolist()) == sorted(y.tolist())  # every digit exactly once
+    ids = image_ids(both)
+    assert ids[:1437] == image_ids(plain) and ids[1437:] == [f"test/{i}" for i in range(360)]

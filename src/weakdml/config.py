@@ -51,6 +51,9 @@ class DataConfig:
     labeled_fraction: float = flag(0.1, "fraction of the training set that keeps its labels (0: none, for label-free "
                                         "methods)")
     labels_per_class: int | None = flag(None, "labelled images per class (instead of --labeled-fraction)")
+    test_as_unlabeled: bool = flag(False, "put the test images among the unlabelled ones too, their labels hidden "
+                                          "(the transductive protocol of clustering papers: SPICE clusters all 70,000 "
+                                          "Fashion-MNIST images; the test metrics are then on images trained on)")
     val_fraction: float = flag(0.2, "fraction of the labelled part held out for model selection")
     val_classes: int = flag(0, "hold out this many training classes (all their images) for model selection instead "
                                "of a share of each class's images (retrieval: validation on unseen classes)")

@@ -1,6 +1,7 @@
 """From a data config to what training uses: the data set (made class-disjoint if asked), its split, and the
 labelled / validation / unlabelled / test parts as views of the loaded images (no copies). The unlabelled part's
-labels are replaced by -1 here, so no later code can read them."""
+labels are replaced by -1 here, so no later code can read them. With ``--test-as-unlabeled`` the test images join the
+unlabelled part too (the transductive protocol of clustering papers: every image of the data set is clustered)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,27 @@ from weakdml.errors import UserError
 
 
 @dataclass
+class UnlabeledPart:
+    """A run of the unlabelled images, in their order: ``rows`` of ``source``, named after the data set's names of
+    them (``names``, indexed by row) or ``<prefix>/<row>``."""
+
+    prefix: str
+    source: ImageSource
+    rows: torch.Tensor
+    names: list[str] | None = None
+
+    def ids(self) -> list[str]:
+        return [self.names[i] if self.names else f"{self.prefix}/{i}" for i in self.rows.tolist()]
+
+
+@dataclass
 class PreparedData:
     bundle: DataBundle
     split: Split
     train: TrainData
     val: ImageSource
     test: ImageSource
+    unlabeled_parts: list[UnlabeledPart]  # where each image of ``train.unlabeled`` comes from, end to end
 
     @property
     def task(self) -> str:
@@ -86,8 +102,11 @@ def prepare_data(cfg: Config, split_file: Path | None = None, needs_labels: bool
         names = ", ".join(bundle.classes[c] for c in missing[:5])
         raise UserError(f"class(es) {names} have no labelled training image in this split; raise --labeled-fraction "
                         f"or --labels-per-class")
-    parts = [(bundle.train, torch.tensor(split.unlabeled, dtype=torch.long))]
+    parts = [UnlabeledPart("train", bundle.train, torch.tensor(split.unlabeled, dtype=torch.long), bundle.train_ids)]
     if bundle.unlabeled is not None:
-        parts.append((bundle.unlabeled, torch.arange(len(bundle.unlabeled))))
-    train = TrainData(labeled, unlabeled(*parts), bundle.num_classes, bundle.flip, bundle.crop)
-    return PreparedData(bundle, split, train, view(bundle.train, split.val), bundle.test)
+        parts.append(UnlabeledPart("unlabeled", bundle.unlabeled, torch.arange(len(bundle.unlabeled))))
+    if cfg.data.test_as_unlabeled:
+        parts.append(UnlabeledPart("test", bundle.test, torch.arange(len(bundle.test))))
+    train = TrainData(labeled, unlabeled(*[(p.source, p.rows) for p in parts]), bundle.num_classes, bundle.flip,
+                      bundle.crop)
+    return PreparedData(bundle, split, train, view(bundle.train, split.val), bundle.test, parts)

@@ -40,20 +40,15 @@ STAGES = ("pretrain", "self", "reliable", "semi")
 def ground_truth(data: PreparedData) -> torch.Tensor | None:
     """For scoring only: the true classes (N,) of the images clustered (-1 where unknown), None when none is known.
     The stages see these images with labels -1; the labels come back here from the data set itself."""
-    parts = [data.bundle.train.labels[torch.as_tensor(data.split.unlabeled, dtype=torch.long)]]
-    if data.bundle.unlabeled is not None:
-        parts.append(data.bundle.unlabeled.labels)
-    truth = torch.cat(parts)
+    truth = torch.cat([part.source.labels[part.rows] for part in data.unlabeled_parts])
     return truth if (truth >= 0).any() else None
 
 
 def image_ids(data: PreparedData) -> list[str]:
     """The names of the images clustered, in their order: the data set's (file paths of a folder) or
-    ``train/<index>``, then ``unlabeled/<index>`` for extra unlabelled images."""
-    names = data.bundle.train_ids
-    ids = [names[i] if names else f"train/{i}" for i in data.split.unlabeled]
-    extra = data.bundle.unlabeled
-    return ids + [f"unlabeled/{i}" for i in range(len(extra) if extra is not None else 0)]
+    ``train/<index>``, then ``unlabeled/<index>`` for extra unlabelled images and ``test/<index>`` for the test
+    images with ``--test-as-unlabeled``."""
+    return [name for part in data.unlabeled_parts for name in part.ids()]
 
 
 def cluster_scores(truth: torch.Tensor | None, clusters: torch.Tensor) -> dict[str, float]:
