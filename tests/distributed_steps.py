@@ -13,8 +13,10 @@ from weakdml.config import build_config
 from weakdml.data.prepare import prepare_data
 from weakdml.engine import dist
 from weakdml.engine.stages import build_method
-from weakdml.engine.trainer import distributed, load_batch, rank_loss, share
+from weakdml.engine.trainer import distributed, load_batch, rank_loss
 from weakdml.methods import METHODS
+from weakdml.methods.noisy_student import NoisyStudent
+from weakdml.methods.online_noisy_student import OnlineNoisyStudent
 from weakdml.methods.spice_self import SpiceSelf
 
 # (method, settings): BatchNorm keeps its statistics (eval), so that a process's rows are normalised as the whole
@@ -29,12 +31,23 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "spice-self": ("spice-self", {"batch_size": 61, "embedding_dim": 0, "labeled_fraction": 0}),
     "spice-semi": ("spice", {"embedding_dim": 0, "labeled_fraction": 0, "spice_semi_batch": 7, "fixmatch_ratio": 2,
                              "fixmatch_threshold": 0.0}),
+    # the labelled rows split 16/15, the pseudo-labelled ones 31/31: the two means need their own weights
+    "noisy-student": ("noisy-student", {"batch_size": 31, "unlabeled_ratio": 2}),
+    # the kept images are a selection of the unlabelled rows, thresholded by the whole labelled batch's confidence
+    "online-noisy-student": ("online-noisy-student", {"batch_size": 31, "unlabeled_ratio": 2, "nst_variant": "online",
+                                                      "nst_start": 0, "c_tau": 0.3}),
 }
-CLASSES = {**METHODS, "spice-self": SpiceSelf}
+CLASSES = {**METHODS, "spice-self": SpiceSelf, "noisy-student": NoisyStudent,
+           "online-noisy-student": OnlineNoisyStudent}
+CONFIG_NAMES = {"noisy-student": "mbdml4", "online-noisy-student": "mbdml4"}
 
 
 def inputs(method_name: str, unlabeled: int) -> dict[str, Any]:
-    """SPICE-Semi's reliable samples (every fifth image, labelled by its position): what its stage reads."""
+    """What a stage reads: SPICE-Semi's reliable samples (every fifth image, labelled by its position); a Noisy
+    Student's pseudo-labels (soft targets for every unlabelled image, every other image kept)."""
+    if method_name == "noisy-student":
+        targets = torch.randn(unlabeled, 10, generator=torch.Generator().manual_seed(1)).softmax(1)
+        return {"pseudo": {"targets": targets, "mask": torch.arange(unlabeled) % 2 == 0}}
     if method_name != "spice":
         return {}
     indices = torch.arange(0, unlabeled, 5)
@@ -45,8 +58,8 @@ def one_step(case: str) -> dict[str, torch.Tensor]:
     """The loss of the first batch of epoch 0 (its global value) and every parameter's gradient after the backward
     pass (DDP-averaged with several processes)."""
     method_name, settings = CASES[case]
-    cfg = build_config(overrides={"method": method_name, "dataset": "digits", "batchnorm": "eval", "seed": 0,
-                                  "device": "cpu", "augment": "weak", **settings})
+    cfg = build_config(overrides={"method": CONFIG_NAMES.get(method_name, method_name), "dataset": "digits",
+                                  "batchnorm": "eval", "seed": 0, "device": "cpu", "augment": "weak", **settings})
     method_class = CLASSES[method_name]
     data = prepare_data(cfg, None, method_class.needs_labels)
     method = build_method(cfg, method_class, data, torch.device("cpu"),
@@ -58,7 +71,7 @@ def one_step(case: str) -> dict[str, torch.Tensor]:
     network = distributed(method, cfg)
     losses = network(batch)
     rank_loss(losses["loss"], batch).backward()
-    out = {"loss": dist.all_sum(losses["loss"].detach() * share(batch))}
+    out = {"loss": dist.all_sum(losses["loss"].detach() * batch.share)}
     for name, parameter in method.named_parameters():
         if parameter.requires_grad:
             out[name] = torch.zeros_like(parameter) if parameter.grad is None else parameter.grad.clone()

@@ -219,19 +219,11 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
-def share(batch: Batch) -> float:
-    """This process's share of a filled batch's images (labelled and unlabelled together)."""
-    def count(index: torch.Tensor | None) -> int:
-        return 0 if index is None else len(index)
-    return (count(batch.index) + count(batch.unlabeled_index)) / (count(batch.all_index) +
-                                                                  count(batch.all_unlabeled_index))
-
-
 def rank_loss(loss: torch.Tensor, batch: Batch) -> torch.Tensor:
     """What this process back-propagates of a method's loss on its rows: the loss weighted by its share of the
     batch times the number of processes (DDP averages the gradients), so that the processes' gradients add up to
     the single-process gradient of the global batch; the loss itself with one process."""
-    return loss if dist.world_size() == 1 else loss * (dist.world_size() * share(batch))
+    return loss if dist.world_size() == 1 else loss * (dist.world_size() * batch.share)
 
 
 def distributed(method: Method, cfg: Config) -> torch.nn.Module:

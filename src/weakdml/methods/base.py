@@ -66,6 +66,22 @@ class Batch:
         return Rows(n, dist.rows(n))
 
     @property
+    def share(self) -> float:
+        """This process's share of the filled batch's images, labelled and unlabelled together (1 with one process):
+        the engine weights its loss by N times it (``rank_loss``)."""
+        def count(index: torch.Tensor | None) -> int:
+            return 0 if index is None else len(index)
+        total = count(self.all_index) + count(self.all_unlabeled_index)
+        return 1.0 if total == 0 else (count(self.index) + count(self.unlabeled_index)) / total
+
+    def mean_weight(self, local: int | torch.Tensor, total: int | torch.Tensor) -> float | torch.Tensor:
+        """The factor that turns a mean over ``local`` of this process's rows into its part of the mean over the
+        ``total`` such rows of the global batch once the engine has weighted the loss by the process's ``share``:
+        (local / total) / share. 1 with one process, and whenever every part splits as the batch does; needed
+        for a loss made of means over different parts (labelled, pseudo-labelled, a selection of rows)."""
+        return (local / total) / self.share if self.share else 0.0
+
+    @property
     def all_rows(self) -> Rows:
         """This process's rows of the labelled and unlabelled parts taken together, labelled first."""
         labeled, unlabeled = self.rows, self.unlabeled_rows

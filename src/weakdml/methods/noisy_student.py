@@ -90,5 +90,8 @@ class NoisyStudent(NoisyStudentTeacher):
         targets = self.targets[batch.unlabeled_index.cpu()].to(self.device)
         scores = self.head.query_log_scores(self.model(self.view(batch.unlabeled_images, rows=batch.unlabeled_rows)))
         unlabeled = soft_cross_entropy(scores, targets)
-        losses["loss"] = losses["loss"] + self.cfg.nst.scale_nst * unlabeled
+        # two means over two parts: each weighted by this process's rows of its own part (exact on any N)
+        labeled_weight = batch.mean_weight(len(batch.index), len(batch.global_index))
+        unlabeled_weight = batch.mean_weight(len(batch.unlabeled_index), len(batch.global_unlabeled_index))
+        losses["loss"] = labeled_weight * losses["loss"] + self.cfg.nst.scale_nst * unlabeled_weight * unlabeled
         return losses | {"unlabeled": unlabeled}

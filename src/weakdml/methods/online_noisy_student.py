@@ -1,7 +1,8 @@
 """MbDML4's online variant (``--nst-variant online``, the original code's scheme): one network; from epoch
 ``--nst-start`` on, each step also labels a random unlabelled batch with the current network and keeps a sample when
-max p > ``--c-tau`` × the mean max p of the labelled batch; L = MbDML3 + scale_nst · CE(strong view, pseudo-label).
-An empty selection contributes zero. The unlabelled part's labels are -1 and never read.
+max p > ``--c-tau`` × the mean max p of the labelled batch; L = MbDML3 + scale_nst · CE(strong view, pseudo-label),
+the mean over the batch's kept images. An empty selection contributes zero. The unlabelled part's labels are -1 and
+never read.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from weakdml.engine import dist
 from weakdml.methods.base import Batch
 from weakdml.methods.noisy_student import NoisyStudentTeacher
 
@@ -30,23 +32,31 @@ class OnlineNoisyStudent(NoisyStudentTeacher):
         losses = self.supervised_losses(batch)
         if batch.unlabeled_images is None:
             return losses
-        unlabeled, selected = self._pseudo_loss(batch)
-        losses["loss"] = losses["loss"] + self.cfg.nst.scale_nst * unlabeled
-        return losses | {"unlabeled": unlabeled, "pseudo_fraction": selected}
+        unlabeled, kept, total_kept = self._pseudo_loss(batch)
+        # means over two parts, the labelled rows and the kept ones, each weighted by this process's rows of it
+        labeled_weight = batch.mean_weight(len(batch.index), len(batch.global_index))
+        unlabeled_weight = batch.mean_weight(kept, total_kept.clamp(min=1))
+        losses["loss"] = labeled_weight * losses["loss"] + self.cfg.nst.scale_nst * unlabeled_weight * unlabeled
+        return losses | {"unlabeled": unlabeled, "pseudo_fraction": total_kept / len(batch.global_unlabeled_index)}
 
-    def _pseudo_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The original's threshold: max p > c_tau × mean max p of the (clean) labelled batch. The labelling passes
-        run the network in eval mode, as a teacher labels: no dropout, and BatchNorm statistics left alone."""
+    def _pseudo_loss(self, batch: Batch) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """The original's threshold: max p > c_tau × mean max p of the (clean) labelled batch; the mean cross-entropy
+        of this process's kept images, how many it kept, and how many the whole batch kept. The labelling passes run
+        the network in eval mode, as a teacher labels: no dropout, and BatchNorm statistics left alone. Thresholds,
+        views and selection are the global batch's, whatever the number of processes."""
         self.model.eval()
         with torch.no_grad():
             labelled_conf = self.head.train_log_scores(self.model(self.view(batch.images, "none")), batch.index)
-            threshold = self.cfg.nst.c_tau * labelled_conf.softmax(1).max(1).values.mean()
+            confidence_sum = dist.all_sum(labelled_conf.softmax(1).max(1).values.sum())
+            threshold = self.cfg.nst.c_tau * confidence_sum / len(batch.global_index)
             weak = self.view(batch.unlabeled_images, "weak", batch.unlabeled_rows)
             probs = self.head.query_log_scores(self.model(weak)).softmax(1)
             confidence, pseudo = probs.max(1)
             keep = confidence > threshold
+            total_kept = dist.all_sum(keep.sum())
         self.model.train(self.training)
+        strong = self.view(batch.unlabeled_images, "strong", batch.unlabeled_rows)[keep]  # drawn for every row
         if not keep.any():
-            return torch.zeros((), device=self.device), torch.zeros((), device=self.device)
-        scores = self.head.query_log_scores(self.model(self.view(batch.unlabeled_images[keep], "strong")))
-        return F.cross_entropy(scores, pseudo[keep]), keep.float().mean()
+            return torch.zeros((), device=self.device), 0, total_kept
+        scores = self.head.query_log_scores(self.model(strong))
+        return F.cross_entropy(scores, pseudo[keep]), int(keep.sum()), total_kept
