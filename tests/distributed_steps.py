@@ -14,6 +14,7 @@ from weakdml.data.prepare import prepare_data
 from weakdml.engine import dist
 from weakdml.engine.stages import build_method
 from weakdml.engine.trainer import distributed, load_batch, rank_loss
+from weakdml.errors import UserError
 from weakdml.methods import METHODS
 from weakdml.methods.noisy_student import NoisyStudent
 from weakdml.methods.online_noisy_student import OnlineNoisyStudent
@@ -78,12 +79,31 @@ def one_step(case: str) -> dict[str, torch.Tensor]:
     return out
 
 
+def computed_once_seen() -> list[tuple[list[int], Any, tuple[str, str]]]:
+    """What each rank saw of ``dist.computed_once``: the ranks that ran a computation, the value it got, and the
+    error it raised when rank 0's computation failed (gathered from every rank, in rank order)."""
+    ran: list[int] = []
+    value = dist.computed_once(lambda: ran.append(dist.rank()) or {"from": dist.rank()})
+
+    def fails() -> None:
+        raise UserError("no file named x.csv")
+    try:
+        dist.computed_once(fails)
+        raised = ("", "")
+    except UserError as error:
+        raised = (type(error).__name__, str(error))
+    seen: list[Any] = [None] * dist.world_size()
+    torch_dist.all_gather_object(seen, (ran, value, raised))
+    return seen
+
+
 def worker(rank: int, world: int, init_file: str, out: str) -> None:
     """Every case in one process of ``world`` (gloo); rank 0 saves the results to ``out``."""
     torch.set_num_threads(1)
     torch_dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        results = {case: one_step(case) for case in CASES}
+        results: dict[str, Any] = {case: one_step(case) for case in CASES}
+        results["computed_once"] = computed_once_seen()
         if rank == 0:
             torch.save(results, Path(out))
     finally:

@@ -15,6 +15,9 @@ import torch
 import torch.multiprocessing as mp
 from distributed_steps import CASES, one_step, worker
 
+from weakdml import cli
+from weakdml.errors import FailedOnAnotherRank
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,6 +39,20 @@ def test_a_step_on_two_processes_equals_one_process_on_the_whole_batch(case: str
     for name in single:
         scale = max(1e-3, float(single[name].abs().max()))
         assert torch.allclose(single[name], sharded[name], rtol=1e-4, atol=1e-5 * scale), name
+
+
+def test_rank_0_alone_computes_what_every_rank_gets_and_its_failure_reaches_them_all(two_processes) -> None:
+    assert two_processes["computed_once"] == [
+        ([0], {"from": 0}, ("UserError", "no file named x.csv")),
+        ([], {"from": 0}, ("FailedOnAnotherRank", "rank 0 failed: no file named x.csv"))]
+
+
+def test_the_other_ranks_end_quietly_when_rank_0_reported_the_error(monkeypatch, capsys) -> None:
+    def failed(args):
+        raise FailedOnAnotherRank("rank 0 failed: no file named x.csv")
+    monkeypatch.setitem(cli.COMMANDS, "datasets", failed)
+    assert cli.main(["datasets"]) == 2
+    assert capsys.readouterr().err == ""
 
 
 def _weakdml(args: list[str], processes: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ from typing import Any
 
 from weakdml.config import SECTIONS, all_fields, build_config
 from weakdml.engine import dist
-from weakdml.errors import UserError
+from weakdml.errors import FailedOnAnotherRank, UserError
 
 log = logging.getLogger("weakdml")
 
@@ -364,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(args: argparse.Namespace) -> int:
     try:
         COMMANDS[args.command](args)
+    except FailedOnAnotherRank:  # rank 0 reported it
+        return 2
     except UserError as error:
         if dist.world_size() > 1:  # the processes have joined: each failing one speaks for itself
             print(f"weakdml: error (rank {dist.rank()}): {error}", file=sys.stderr)

@@ -96,7 +96,7 @@ def outputs(run_dir: Path, labels_file: Path | None) -> ClusterSummary:
     ids = image_ids(data)
     sizes = torch.bincount(clusters, minlength=probabilities.shape[1])
     metrics |= {"images": len(ids), "cluster_sizes": sizes.tolist()}
-    metrics |= cluster_scores(ground_truth(data), clusters)  # scoring only: empty without ground truth
+    metrics |= dist.computed_once(lambda: cluster_scores(ground_truth(data), clusters))  # scoring only
     names: dict[int, str] = {}
     if labels_file is not None:
         names, agreement, labelled = name_clusters(labels_file, ids, clusters)

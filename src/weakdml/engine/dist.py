@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as torch_dist
 from torch import nn
 
-from weakdml.errors import UserError
+from weakdml.errors import FailedOnAnotherRank, UserError
 
+T = TypeVar("T")
 TIMEOUT = datetime.timedelta(minutes=30)  # a collective that waits longer than this ends the run with an error
 
 
@@ -95,6 +98,29 @@ def all_sum(tensor: torch.Tensor) -> torch.Tensor:
     total = tensor.clone()
     torch_dist.all_reduce(total)
     return total
+
+
+def computed_once(compute: Callable[[], T]) -> T:
+    """``compute()`` on rank 0 alone, its picklable result (numbers, or tensors on the CPU) sent to every rank: for
+    work whose inputs every rank holds alike, such as metrics of gathered embeddings. Every rank must call it alike.
+    If rank 0 fails, it raises its error and every other rank ``FailedOnAnotherRank`` (none waits for a result that
+    will not come)."""
+    if world_size() == 1:
+        return compute()
+    box: list[object] = [None]
+    failure: BaseException | None = None
+    if is_main():
+        try:
+            box[0] = ("ok", compute())
+        except BaseException as error:  # told to the others first, then raised here
+            failure, box[0] = error, ("failed", str(error))
+    torch_dist.broadcast_object_list(box, src=0)
+    if failure is not None:
+        raise failure
+    status, value = box[0]  # type: ignore[misc]
+    if status == "failed":
+        raise FailedOnAnotherRank(f"rank 0 failed: {value}")
+    return value  # type: ignore[return-value]
 
 
 def _sizes(tensor: torch.Tensor) -> list[int]:

@@ -7,6 +7,9 @@ final metrics a run reports, which one tables show (``primary_metric``) and what
   gallery); validation is Recall@1 leave-one-out among the validation images (held-out classes or images).
 - clustering: no label trains anything; where the test images have labels they only score the method's cluster
   assignments (Hungarian accuracy, NMI, ARI).
+
+With several processes every one embeds its share of the images and gets all the embeddings; rank 0 alone computes
+the metrics from them (searches, k-means, matchings) and sends them to the others.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch.nn.functional as F
 
 from weakdml.data.prepare import PreparedData
 from weakdml.data.sources import ImageSource
+from weakdml.engine import dist
 from weakdml.evaluation.clustering import ari, clustering_accuracy, nmi
 from weakdml.evaluation.knn import Backend, knn_search, search_backend
 from weakdml.evaluation.report import evaluate_embeddings
@@ -72,9 +76,10 @@ class Classification(Task):
         metrics.pop("val_loss")
         ref = data.train.labeled
         if len(ref) and len(data.test):
-            embedding = evaluate_embeddings(method.embed_all(data.test).cpu(), data.test.labels,
-                                            method.embed_all(ref).cpu(), ref.labels, seed=method.cfg.train.seed,
-                                            backend=search_backend(method.cfg.train.knn))
+            queries, references = method.embed_all(data.test).cpu(), method.embed_all(ref).cpu()
+            embedding = dist.computed_once(lambda: evaluate_embeddings(
+                queries, data.test.labels, references, ref.labels, seed=method.cfg.train.seed,
+                backend=search_backend(method.cfg.train.knn)))
             metrics |= {f"test_{k}": v for k, v in embedding.items()}
         return metrics
 
@@ -102,21 +107,25 @@ class Retrieval(Task):
 
     def epoch_metrics(self, method: Method, data: PreparedData) -> dict[str, float]:
         backend = search_backend(method.cfg.train.knn)
-        return {"val_recall@1": recall_at_1(method.embed_all(data.val), data.val.labels, backend=backend),
-                "test_recall@1": recall_at_1(method.embed_all(data.test), data.test.labels, data.bundle.gallery,
-                                             backend)}
+        val, test = method.embed_all(data.val), method.embed_all(data.test)
+        return dist.computed_once(lambda: {
+            "val_recall@1": recall_at_1(val, data.val.labels, backend=backend),
+            "test_recall@1": recall_at_1(test, data.test.labels, data.bundle.gallery, backend)})
 
     def final_metrics(self, method: Method, data: PreparedData) -> dict[str, Any]:
         emb, labels, gallery = method.embed_all(data.test).cpu(), data.test.labels, data.bundle.gallery
+        val = method.embed_all(data.val)
         settings = {"recall_ks": data.bundle.recall_ks, "seed": method.cfg.train.seed,
                     "backend": search_backend(method.cfg.train.knn)}
-        if gallery is None:
-            metrics = evaluate_embeddings(emb, labels, **settings)
-        else:
-            metrics = evaluate_embeddings(emb[~gallery], labels[~gallery], emb[gallery], labels[gallery], **settings)
-        out = {f"test_{k}": v for k, v in metrics.items()}
-        return out | {"val_recall@1": recall_at_1(method.embed_all(data.val), data.val.labels,
-                                                  backend=settings["backend"])}
+
+        def metrics() -> dict[str, Any]:
+            if gallery is None:
+                test = evaluate_embeddings(emb, labels, **settings)
+            else:
+                test = evaluate_embeddings(emb[~gallery], labels[~gallery], emb[gallery], labels[gallery], **settings)
+            return {f"test_{k}": v for k, v in test.items()} | {
+                "val_recall@1": recall_at_1(val, data.val.labels, backend=settings["backend"])}
+        return dist.computed_once(metrics)
 
 
 class Clustering(Task):
@@ -128,8 +137,8 @@ class Clustering(Task):
             return {}
         clusters = _scored(method, source, score).argmax(1).cpu().numpy()
         y = source.labels.numpy()
-        return {"test_cluster_accuracy": clustering_accuracy(y, clusters)[0], "test_nmi": nmi(y, clusters),
-                "test_ari": ari(y, clusters)}
+        return dist.computed_once(lambda: {"test_cluster_accuracy": clustering_accuracy(y, clusters)[0],
+                                           "test_nmi": nmi(y, clusters), "test_ari": ari(y, clusters)})
 
     def epoch_metrics(self, method: Method, data: PreparedData) -> dict[str, float]:
         return self._scores(method, data.test)

@@ -31,7 +31,7 @@ from weakdml.evaluation.clustering import ari, clustering_accuracy, nmi
 from weakdml.methods.moco import MoCoPretraining
 from weakdml.methods.spice_self import SpiceSelf, num_clusters
 from weakdml.methods.spice_semi import SpiceSemi
-from weakdml.spice.reliable import reliable_samples
+from weakdml.spice.reliable import ReliableSamples, reliable_samples
 
 log = logging.getLogger("weakdml")
 STAGES = ("pretrain", "self", "reliable", "semi")
@@ -96,14 +96,19 @@ class ReliableStage:
         head, losses = method.choose_head(features)
         probabilities = method.all_logits(features)[head].softmax(1)
         s, n = method.cfg.spice, len(features)
-        try:
-            chosen = reliable_samples(features, probabilities, torch.Generator().manual_seed(method.cfg.train.seed),
-                                      min(s.spice_knn, n - 1), s.spice_ratio, s.spice_score, balance=s.spice_balance,
-                                      relax_steps=s.spice_relax_steps, min_ratio=min(s.spice_min_ratio, s.spice_ratio),
-                                      min_score=min(s.spice_min_score, s.spice_score))  # relaxing never raises
-        except UserError as error:
-            raise UserError(f"{error} (flags: --spice-min-ratio, --spice-min-score, --num-clusters, "
-                            f"--spice-self-epochs)") from None
+
+        def select() -> ReliableSamples:  # on rank 0, sent to the others (on the CPU)
+            try:
+                chosen = reliable_samples(features, probabilities, torch.Generator().manual_seed(method.cfg.train.seed),
+                                        min(s.spice_knn, n - 1), s.spice_ratio, s.spice_score,
+                                        balance=s.spice_balance, relax_steps=s.spice_relax_steps,
+                                        min_ratio=min(s.spice_min_ratio, s.spice_ratio),
+                                        min_score=min(s.spice_min_score, s.spice_score))  # relaxing never raises
+            except UserError as error:
+                raise UserError(f"{error} (flags: --spice-min-ratio, --spice-min-score, --num-clusters, "
+                                f"--spice-self-epochs)") from None
+            return dataclasses.replace(chosen, indices=chosen.indices.cpu(), labels=chosen.labels.cpu())
+        chosen = dist.computed_once(select)
         for c in chosen.clusters:
             if c.relaxations:
                 log.warning(f"reliable samples: cluster {c.cluster} had none at the thresholds asked for; relaxed in "
@@ -115,7 +120,8 @@ class ReliableStage:
                                   "images": n, "clusters": [dataclasses.asdict(c) for c in chosen.clusters]}
         truth = ground_truth(ctx.data)
         if truth is not None:  # scoring only
-            report["evaluation"] = reliable_evaluation(truth, probabilities.argmax(1), chosen.indices, chosen.labels)
+            report["evaluation"] = dist.computed_once(lambda: reliable_evaluation(
+                truth, probabilities.argmax(1), chosen.indices, chosen.labels))
             log.info(f"reliable samples (scored against the ground truth): {json.dumps(report['evaluation'])}")
         if dist.is_main():
             save_atomic({"indices": chosen.indices.cpu(), "labels": chosen.labels.cpu()}, directory / "reliable.pt")
