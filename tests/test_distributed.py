@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -89,6 +90,19 @@ def test_a_two_process_run_equals_a_one_process_run_and_resumes_with_one(tmp_pat
     assert extended.returncode == 0, extended.stderr[-2000:]
     assert _final(two)["test_accuracy"] == pytest.approx(_final(one)["test_accuracy"], abs=1e-9)
     assert _final(two)["epochs"] == 3
+    # a finished run evaluated and embedded by 2 processes: each embeds its share, rank 0 computes and writes
+    evaluated = _weakdml(["evaluate", str(two), "--json", "--device", "cpu"], 2)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    again = json.loads(evaluated.stdout)
+    for key in ("test_accuracy", "test_recall@1", "test_map@r", "test_nmi"):
+        assert again[key] == pytest.approx(_final(two)[key], abs=1e-6), key
+    for run, processes in ((one, 1), (two, 2)):
+        done = _weakdml(["embed", str(run), "--out", str(tmp_path / f"embed-{processes}"), "--device", "cpu"],
+                        processes)
+        assert done.returncode == 0, done.stderr[-2000:]
+    embedded = [np.load(tmp_path / f"embed-{n}" / "embeddings.npy") for n in (1, 2)]  # small-cnn: 256 features
+    assert embedded[0].shape == (1797, 256) and np.allclose(embedded[0], embedded[1], atol=1e-5)
+    assert (tmp_path / "embed-1" / "ids.txt").read_text() == (tmp_path / "embed-2" / "ids.txt").read_text()
 
 
 @pytest.mark.slow

@@ -42,9 +42,11 @@ def launched_rank() -> int:
 
 
 def start(device_name: str) -> str:
-    """Join torchrun's process group when there is one (``WORLD_SIZE`` > 1); returns the device this process
-    trains on: ``cuda:LOCAL_RANK`` for ``auto``/``cuda`` with CUDA, else ``device_name`` as given."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch_dist.is_initialized():
+    """Join torchrun's process group when there is one (``WORLD_SIZE`` > 1) and it is not joined yet; returns the
+    device this process works on: ``cuda:LOCAL_RANK`` for ``auto``/``cuda`` with CUDA, else ``device_name`` as given
+    (``cpu`` under torchrun). Commands that load a finished run (evaluate, embed, a clustering's outputs) call it
+    too."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device_name
     cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
     if device_name.startswith("cuda") and not cuda:
@@ -53,16 +55,17 @@ def start(device_name: str) -> str:
     if device_name == "mps":
         raise UserError("--device mps cannot be shared by several processes; use --device cpu with torchrun")
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda:
-        if local >= torch.cuda.device_count():
-            raise UserError(f"torchrun started local rank {local} but this machine has {torch.cuda.device_count()} "
-                            f"GPU(s): give --nproc-per-node at most that")
-        torch.cuda.set_device(local)
-    try:
-        torch_dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
-    except (RuntimeError, ValueError) as error:
-        raise UserError(f"could not join torchrun's process group ({error}); check MASTER_ADDR/MASTER_PORT or "
-                        f"--rdzv-endpoint and that every node started") from None
+    if not torch_dist.is_initialized():
+        if cuda:
+            if local >= torch.cuda.device_count():
+                raise UserError(f"torchrun started local rank {local} but this machine has "
+                                f"{torch.cuda.device_count()} GPU(s): give --nproc-per-node at most that")
+            torch.cuda.set_device(local)
+        try:
+            torch_dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
+        except (RuntimeError, ValueError) as error:
+            raise UserError(f"could not join torchrun's process group ({error}); check MASTER_ADDR/MASTER_PORT or "
+                            f"--rdzv-endpoint and that every node started") from None
     return f"cuda:{local}" if cuda else "cpu"
 
 

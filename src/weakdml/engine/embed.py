@@ -12,23 +12,26 @@ import torch
 import torch.nn.functional as F
 
 from weakdml.atomic import atomic_writer, write_text_atomic
+from weakdml.data.augment import eval_view
 from weakdml.data.prepare import load_bundle
 from weakdml.data.sources import ImageSource
-from weakdml.engine import run
+from weakdml.engine import dist, run
 from weakdml.errors import UserError
 from weakdml.methods.base import Method
 
 
 @torch.no_grad()
-def pooled_features(method: Method, source: ImageSource) -> torch.Tensor:
-    """(N, F) L2-normalised pooled backbone features of a source's images by the network the method evaluates."""
+def pooled_features(method: Method, source: ImageSource, crop: int | None) -> torch.Tensor:
+    """(N, F) L2-normalised pooled backbone features of a source's images, seen as test images are (the centre
+    ``crop``), by the network the method evaluates; under torchrun each process embeds its share, all get all."""
     network, was_training = method.evaluated_network(), method.training
     method.eval()
-    index, bs = torch.arange(len(source)), method.cfg.train.eval_batch_size
-    out = [F.normalize(network.features(source.load(index[i:i + bs]).to(method.device).float() / 255), dim=1).cpu()
-           for i in range(0, len(source), bs)]
+    index, bs = dist.shard(torch.arange(len(source))), method.cfg.train.eval_batch_size
+    out = [F.normalize(network.features(eval_view(source.load(index[i:i + bs]).to(method.device), crop)), dim=1)
+           for i in range(0, len(index), bs)]
     method.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, 0)
+    width = getattr(network.projection, "in_features", network.dim)  # the pooled features' (no projection: dim)
+    return dist.gather(torch.cat(out) if out else torch.zeros(0, width, device=method.device)).cpu()
 
 
 def embed_run(run_dir: Path, out: Path | None = None, dataset: str | None = None, data_root: str | None = None,
@@ -49,10 +52,12 @@ def embed_run(run_dir: Path, out: Path | None = None, dataset: str | None = None
     for name, source in parts:
         if source is None or len(source) == 0:
             continue
-        features.append(pooled_features(method, source))
+        features.append(pooled_features(method, source, bundle.crop))
         names = bundle.train_ids if name == "train" else None
         ids += names or [f"{name}/{i}" for i in range(len(source))]
     out = out or run_dir
+    if not dist.is_main():  # every process embedded its share; rank 0 writes
+        return out, len(ids)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_writer(out / "embeddings.npy", "wb") as handle:
         np.save(handle, torch.cat(features).numpy().astype(np.float32))

@@ -247,8 +247,8 @@ def load_run(run_dir: Path, device: str = "auto", data_root: str | None = None) 
     data, task, monitor = prepare_run(cfg, pipeline, run_dir / "split.json")
     stage = pipeline.stages[kept_stage(pipeline, run_dir)]
     assert isinstance(stage, TrainStage)
-    method = stage.build(StageContext(data, resolve_device(cfg.train.device), task, monitor, MetricsLog(run_dir,
-                                                                                                       tensorboard=False),
+    device = resolve_device(dist.start(cfg.train.device))  # under torchrun, each process its share of the images
+    method = stage.build(StageContext(data, device, task, monitor, MetricsLog(run_dir, tensorboard=False),
                                       _artifacts(pipeline, run_dir)))
     load_weights(method, load_checkpoint(run_dir / "best.pt", map_location=method.device)["method"],
                  run_dir / "best.pt")
