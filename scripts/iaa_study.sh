@@ -7,6 +7,8 @@
 #   ms-mdr                          MS + MDR
 #   few-*                           10 images per training class: MS, MS + IAA with and without the correction
 #   batch20-*                       MS and MS + IAA with batches of 20 (4 images of each of the 5 classes)
+#   moco-*                          with MOCO=RUN_DIR (a `weakdml pretrain --train-classes 0-4` run): MS and MS + IAA
+#                                   from that backbone, as above and with the IAA paper's fine-tuning (moco-recipe-*)
 # Usage: scripts/iaa_study.sh OUT   (run it again to continue after an interruption; finished runs are skipped).
 # Then: .venv/bin/python scripts/iaa_study_table.py OUT
 set -euo pipefail
@@ -30,3 +32,11 @@ study few-iaa --methods ms --iaa $FEW
 study few-iaa-no-correction --methods ms --iaa --no-neighbour-correction $FEW
 study batch20-plain --methods ms $BATCH20
 study batch20-iaa --methods ms --iaa $BATCH20
+if [ -n "${MOCO:-}" ]; then
+  RECIPE="$COMMON --labels-per-class 500 --epochs 10 --eval-every 10 --batch-size 20 --m-per-class 4 --batchnorm frozen
+          --lr 0.0001 --embedding-lr-factor 10 --weight-decay 0.0004"
+  study moco-plain --methods ms $MAIN --pretrained "$MOCO"
+  study moco-iaa --methods ms --iaa $MAIN --pretrained "$MOCO"
+  study moco-recipe-plain --methods ms $RECIPE --pretrained "$MOCO"
+  study moco-recipe-iaa --methods ms --iaa $RECIPE --pretrained "$MOCO"
+fi
