@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from weakdml.data.draws import Rows
 from weakdml.engine import dist
 from weakdml.methods.base import Batch
 from weakdml.methods.noisy_student import NoisyStudentTeacher
@@ -43,7 +44,7 @@ class OnlineNoisyStudent(NoisyStudentTeacher):
         """The original's threshold: max p > c_tau × mean max p of the (clean) labelled batch; the mean cross-entropy
         of this process's kept images, how many it kept, and how many the whole batch kept. The labelling passes run
         the network in eval mode, as a teacher labels: no dropout, and BatchNorm statistics left alone. Thresholds,
-        views and selection are the global batch's, whatever the number of processes."""
+        draws and selection are the global batch's, whatever the number of processes."""
         self.model.eval()
         with torch.no_grad():
             labelled_conf = self.head.train_log_scores(self.model(self.view(batch.images, "none")), batch.index)
@@ -55,7 +56,9 @@ class OnlineNoisyStudent(NoisyStudentTeacher):
             keep = confidence > threshold
             total_kept = dist.all_sum(keep.sum())
         self.model.train(self.training)
-        strong = self.view(batch.unlabeled_images, "strong", batch.unlabeled_rows)[keep]  # drawn for every row
+        rows = batch.unlabeled_rows
+        kept_rows = Rows(rows.total, rows.positions()[keep.cpu()])  # the kept images' draws, as if all were augmented
+        strong = self.view(batch.unlabeled_images[keep], "strong", kept_rows)
         if not keep.any():
             return torch.zeros((), device=self.device), 0, total_kept
         scores = self.head.query_log_scores(self.model(strong))
