@@ -54,6 +54,14 @@ class NoisyStudentTeacher(MbDML3):
     default_scale_mixup = 1.0
     sections = ("nngk", "mixup", "nst")
 
+    def with_pseudo_labels(self, batch: Batch, supervised: torch.Tensor, pseudo: torch.Tensor,
+                           pseudo_rows: int | torch.Tensor, all_pseudo_rows: int | torch.Tensor) -> torch.Tensor:
+        """MbDML3's loss (a mean over the labelled rows) + scale_nst × the pseudo-label loss (a mean over this
+        process's ``pseudo_rows`` of the batch's ``all_pseudo_rows`` pseudo-labelled ones), each mean weighted by the
+        process's rows of its own part, so that the sum is the whole batch's loss on any number of processes."""
+        labeled = batch.mean_weight(len(batch.index), len(batch.global_index))
+        return labeled * supervised + self.cfg.nst.scale_nst * batch.mean_weight(pseudo_rows, all_pseudo_rows) * pseudo
+
 
 class NoisyStudent(NoisyStudentTeacher):
     """A student: ``pseudo`` holds the teacher's ``targets`` (N_unlabelled, C) and the ``mask`` (N,) of the images
@@ -90,8 +98,6 @@ class NoisyStudent(NoisyStudentTeacher):
         targets = self.targets[batch.unlabeled_index.cpu()].to(self.device)
         scores = self.head.query_log_scores(self.model(self.view(batch.unlabeled_images, rows=batch.unlabeled_rows)))
         unlabeled = soft_cross_entropy(scores, targets)
-        # two means over two parts: each weighted by this process's rows of its own part (exact on any N)
-        labeled_weight = batch.mean_weight(len(batch.index), len(batch.global_index))
-        unlabeled_weight = batch.mean_weight(len(batch.unlabeled_index), len(batch.global_unlabeled_index))
-        losses["loss"] = labeled_weight * losses["loss"] + self.cfg.nst.scale_nst * unlabeled_weight * unlabeled
+        losses["loss"] = self.with_pseudo_labels(batch, losses["loss"], unlabeled, len(batch.unlabeled_index),
+                                                 len(batch.global_unlabeled_index))
         return losses | {"unlabeled": unlabeled}

@@ -34,10 +34,7 @@ class OnlineNoisyStudent(NoisyStudentTeacher):
         if batch.unlabeled_images is None:
             return losses
         unlabeled, kept, total_kept = self._pseudo_loss(batch)
-        # means over two parts, the labelled rows and the kept ones, each weighted by this process's rows of it
-        labeled_weight = batch.mean_weight(len(batch.index), len(batch.global_index))
-        unlabeled_weight = batch.mean_weight(kept, total_kept.clamp(min=1))
-        losses["loss"] = labeled_weight * losses["loss"] + self.cfg.nst.scale_nst * unlabeled_weight * unlabeled
+        losses["loss"] = self.with_pseudo_labels(batch, losses["loss"], unlabeled, kept, total_kept.clamp(min=1))
         return losses | {"unlabeled": unlabeled, "pseudo_fraction": total_kept / len(batch.global_unlabeled_index)}
 
     def _pseudo_loss(self, batch: Batch) -> tuple[torch.Tensor, int, torch.Tensor]:
