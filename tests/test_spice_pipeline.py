@@ -139,11 +139,26 @@ def test_an_interrupted_run_resumes_stage_by_stage_to_the_same_result(spice_run,
 
 def _reliable_again(source, out, **settings):
     """A new run with ``source``'s pretraining and SPICE-Self stages and the reliable stage again, with other
-    settings (the engine's start from another run's stages)."""
-    _, run_dir = run_module.train_from_stages(source, 2, {"out": str(out), "spice_until": "reliable", **settings},
-                                                {"spice_until", *settings})
-    run_module.resume(run_dir)
-    return run_dir
+    settings (`weakdml reliable SOURCE --out OUT --spice-...`)."""
+    return cluster_module.run_stage(source, "reliable", {"out": str(out), **settings}).run_dir
+
+
+def test_a_stage_again_with_other_settings_is_a_new_run_that_keeps_the_earlier_stages(spice_run, tmp_path):
+    before = (spice_run / "config.yaml").read_text()
+    with pytest.raises(UserError, match=r"to run the reliable stage with other --spice-ratio, give --out NEW_DIR: a "
+                                        r"new run that starts from .*'s finished pretrain, self stage"):
+        cluster_module.run_stage(spice_run, "reliable", {"spice_ratio": 0.5})
+    with pytest.raises(UserError, match="spice_self_epochs cannot change"):  # SPICE-Self is kept, so are its settings
+        _reliable_again(spice_run, tmp_path / "self", spice_self_epochs=3)
+    run_dir = _reliable_again(spice_run, tmp_path / "run", spice_ratio=0.5, spice_balance=False)
+    assert build_config(run_dir / "config.yaml").spice.spice_ratio == 0.5
+    assert (spice_run / "config.yaml").read_text() == before
+    for stage in ("pretrain", "self"):
+        ours, theirs = _weights(run_dir, stage), _weights(spice_run, stage)
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), stage
+    ours = json.loads((run_dir / "02-reliable" / "reliable.json").read_text())["reliable"]
+    theirs = json.loads((spice_run / "02-reliable" / "reliable.json").read_text())["reliable"]
+    assert ours > theirs  # a looser neighbour ratio (0.5 against 0.8), no balancing: more images
 
 
 def test_strict_thresholds_relax_per_cluster_with_a_report_or_fail_naming_the_cluster(spice_run, tmp_path, caplog):

@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("run_dir", metavar="RUN_DIR")
         p.add_argument("--labels", default=None, metavar="FEW.csv", help="name the clusters from a few labels")
         _add_config_flags(p, ("spice",), exclude=("spice_until",))
-        for flag, help_text in (("--out", "new run directory (cluster-self on a pretraining run)"),
+        for flag, help_text in (("--out", "new run directory: cluster-self on a pretraining run, or this stage "
+                                          "again with other settings, keeping RUN_DIR's earlier stages"),
                                 ("--device", "auto, cpu, cuda, cuda:N or mps"), ("--progress", "auto, on or off")):
             p.add_argument(flag, default=None, help=help_text)
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from weakdml.atomic import atomic_writer, write_json_atomic
-from weakdml.config import Config, build_config
+from weakdml.config import Config, build_config, same_setting
 from weakdml.engine import dist, run
 from weakdml.engine.pipeline import pipeline_for
 from weakdml.engine.stages import DONE
@@ -31,6 +31,16 @@ log = logging.getLogger("weakdml")
 CLUSTER_DEFAULTS = PRETRAIN_DEFAULTS | {"method": "spice", "labeled_fraction": 0}
 STAGE_COMMANDS = {"pretrain": "cluster --spice-until pretrain --resume", "self": "cluster-self",
                   "reliable": "reliable", "semi": "cluster-semi"}
+# The settings each stage after pretraining reads: a stage command given other values of its own or a later stage's
+# settings starts a new run (--out) with the earlier stages of the given one.
+STAGE_SETTINGS = {
+    "pretrain": set(),
+    "self": {"num_clusters", "spice_heads", "spice_hidden", "spice_self_epochs", "spice_self_batch", "spice_self_lr",
+             "double_softmax"},
+    "reliable": {"spice_knn", "spice_ratio", "spice_score", "spice_balance", "spice_relax_steps", "spice_min_ratio",
+                 "spice_min_score"},
+    "semi": {"spice_semi_epochs", "spice_semi_init", "spice_semi_batch", "spice_semi_lr", "fixmatch_ratio",
+             "fixmatch_threshold", "spice_ema"}}
 # What a clustering run started from a pretraining run takes from it besides its data set: its network and seed; not
 # how it labelled images (a clustering labels none).
 TAKEN_FROM_PRETRAINING = ("backbone", "width", "grey_as_rgb", "small_stem", "input_norm", "seed")
@@ -57,8 +67,10 @@ def resume_cluster(run_dir: Path, overrides: dict[str, Any], labels_file: Path |
 
 def run_stage(run_dir: Path, stage: str, overrides: dict[str, Any], labels_file: Path | None = None
               ) -> ClusterSummary:
-    """Continue a clustering run to ``stage``, which needs the stage before it finished; ``self`` on a pretraining
-    run starts a new clustering run (in ``--out``) from that run's backbone, on its data."""
+    """Continue a clustering run to ``stage``, which needs the stage before it finished; with another ``--out`` a new
+    run takes the run's stages before ``stage`` and may change the settings of ``stage`` and later ones (e.g. the
+    reliable thresholds after a cluster had none). ``self`` on a pretraining run starts a new clustering run (in
+    ``--out``) from that run's backbone, on its data."""
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a weakdml run directory (no config.yaml)")
     saved = build_config(run_dir / "config.yaml")
@@ -80,7 +92,18 @@ def run_stage(run_dir: Path, stage: str, overrides: dict[str, Any], labels_file:
         before = stages[index - 1]
         raise UserError(f"the {stage} stage needs the {before} stage, which {run_dir} has not finished: run "
                         f"`weakdml {STAGE_COMMANDS[before]} {run_dir}` first")
-    return resume_cluster(run_dir, overrides | {"spice_until": stage}, labels_file)
+    overrides = overrides | {"spice_until": stage}
+    later = set().union(*(STAGE_SETTINGS[s] for s in stages[index:])) | {"spice_until"}
+    if overrides.get("out") and Path(overrides["out"]).resolve() != run_dir.resolve():
+        _, branch = run.train_from_stages(run_dir, index, overrides, later)
+        return resume_cluster(branch, {}, labels_file)
+    changed = [name for name, value in overrides.items() if name in later - {"spice_until"}
+               and not same_setting(value, saved.to_dict()["spice"][name])]
+    if changed:
+        raise UserError(f"{run_dir} keeps its settings; to run the {stage} stage with other "
+                        f"{', '.join('--' + name.replace('_', '-') for name in changed)}, give --out NEW_DIR: a new "
+                        f"run that starts from {run_dir}'s finished {', '.join(stages[:index])} stage(s)")
+    return resume_cluster(run_dir, overrides, labels_file)
 
 
 def outputs(run_dir: Path, labels_file: Path | None) -> ClusterSummary:
