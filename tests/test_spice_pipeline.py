@@ -146,7 +146,7 @@ def _reliable_again(source, out, **settings):
 def test_a_stage_again_with_other_settings_is_a_new_run_that_keeps_the_earlier_stages(spice_run, tmp_path):
     before = (spice_run / "config.yaml").read_text()
     with pytest.raises(UserError, match=r"to run the reliable stage with other --spice-ratio, give --out NEW_DIR: a "
-                                        r"new run that starts from .*'s finished pretrain, self stage"):
+                                        r"new run that keeps .*'s finished stages before reliable"):
         cluster_module.run_stage(spice_run, "reliable", {"spice_ratio": 0.5})
     with pytest.raises(UserError, match="spice_self_epochs cannot change"):  # SPICE-Self is kept, so are its settings
         _reliable_again(spice_run, tmp_path / "self", spice_self_epochs=3)

@@ -34,7 +34,6 @@ STAGE_COMMANDS = {"pretrain": "cluster --spice-until pretrain --resume", "self":
 # The settings each stage after pretraining reads: a stage command given other values of its own or a later stage's
 # settings starts a new run (--out) with the earlier stages of the given one.
 STAGE_SETTINGS = {
-    "pretrain": set(),
     "self": {"num_clusters", "spice_heads", "spice_hidden", "spice_self_epochs", "spice_self_batch", "spice_self_lr",
              "double_softmax"},
     "reliable": {"spice_knn", "spice_ratio", "spice_score", "spice_balance", "spice_relax_steps", "spice_min_ratio",
@@ -97,12 +96,13 @@ def run_stage(run_dir: Path, stage: str, overrides: dict[str, Any], labels_file:
     if overrides.get("out") and Path(overrides["out"]).resolve() != run_dir.resolve():
         _, branch = run.train_from_stages(run_dir, index, overrides, later)
         return resume_cluster(branch, {}, labels_file)
+    kept = saved.to_dict()["spice"]
     changed = [name for name, value in overrides.items() if name in later - {"spice_until"}
-               and not same_setting(value, saved.to_dict()["spice"][name])]
+               and not same_setting(value, kept[name])]
     if changed:
         raise UserError(f"{run_dir} keeps its settings; to run the {stage} stage with other "
                         f"{', '.join('--' + name.replace('_', '-') for name in changed)}, give --out NEW_DIR: a new "
-                        f"run that starts from {run_dir}'s finished {', '.join(stages[:index])} stage(s)")
+                        f"run that keeps {run_dir}'s finished stages before {stage}")
     return resume_cluster(run_dir, overrides, labels_file)
 
 
