@@ -101,10 +101,12 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
     """Every case in one process of ``world`` (gloo); rank 0 saves the results to ``out``."""
     torch.set_num_threads(1)
     torch_dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    finished = False
     try:
         results: dict[str, Any] = {case: one_step(case) for case in CASES}
         results["computed_once"] = computed_once_seen()
         if rank == 0:
             torch.save(results, Path(out))
+        finished = True
     finally:
-        torch_dist.destroy_process_group()
+        dist.stop(together=finished)

@@ -171,7 +171,8 @@ def test_strict_thresholds_relax_per_cluster_with_a_report_or_fail_naming_the_cl
         assert f"cluster {c['cluster']} had none at the thresholds asked for; relaxed in {c['relaxations']}" in \
             caplog.text
     with pytest.raises(UserError, match=r"cluster \d+ has no reliable sample at neighbour ratio 1.00 .*"
-                                        r"--spice-min-ratio"):
+                                        r"--spice-min-ratio.*`weakdml reliable .*strict --spice-min-score X "
+                                        r"--out NEW_DIR` tries other thresholds on this run's SPICE-Self"):
         _reliable_again(spice_run, tmp_path / "strict", spice_ratio=1.0, spice_score=0.999, spice_relax_steps=0)
 
 

@@ -356,10 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if dist.launched_rank() != 0:  # of torchrun's processes, rank 0 reports
         sys.stdout = open(os.devnull, "w", encoding="utf-8")
+    code = 1
     try:
-        return run_command(args)
+        code = run_command(args)
+        return code
     finally:
-        dist.stop()
+        dist.stop(together=code == 0)
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -69,8 +69,12 @@ def start(device_name: str) -> str:
     return f"cuda:{local}" if cuda else "cpu"
 
 
-def stop() -> None:
+def stop(together: bool) -> None:
+    """Leave the process group. ``together``: every rank finished its work, so they wait for each other first and
+    none closes its connections while another still reads from them (gloo aborts the reading process then)."""
     if torch_dist.is_available() and torch_dist.is_initialized():
+        if together:
+            barrier()
         torch_dist.destroy_process_group()
 
 

@@ -106,7 +106,8 @@ class ReliableStage:
                                         min_score=min(s.spice_min_score, s.spice_score))  # relaxing never raises
             except UserError as error:
                 raise UserError(f"{error} (flags: --spice-min-ratio, --spice-min-score, --num-clusters, "
-                                f"--spice-self-epochs)") from None
+                                f"--spice-self-epochs; `weakdml reliable {directory.parent} --spice-min-score X "
+                                f"--out NEW_DIR` tries other thresholds on this run's SPICE-Self)") from None
             return dataclasses.replace(chosen, indices=chosen.indices.cpu(), labels=chosen.labels.cpu())
         chosen = dist.computed_once(select)
         for c in chosen.clusters:
