@@ -70,11 +70,14 @@ def start(device_name: str) -> str:
 
 
 def stop(together: bool) -> None:
-    """Leave the process group. ``together``: every rank finished its work, so they wait for each other first and
+    """Leave the process group. ``together``: this rank's command finished, so it waits for the others first and
     none closes its connections while another still reads from them (gloo aborts the reading process then)."""
     if torch_dist.is_available() and torch_dist.is_initialized():
         if together:
-            barrier()
+            try:
+                barrier()
+            except RuntimeError:  # another rank failed after its last collective: it reports that itself
+                pass
         torch_dist.destroy_process_group()
 
 
