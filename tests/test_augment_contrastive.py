@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from weakdml.compat import import_torchvision
+from weakdml.data.augment import random_boxes
 from weakdml.data.augment_contrastive import (
+    CROP_SCALE,
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
@@ -14,7 +16,6 @@ from weakdml.data.augment_contrastive import (
     colour_jitter,
     crop_resize,
     gaussian_blur,
-    sample_crop_boxes,
 )
 from weakdml.errors import UserError
 
@@ -49,7 +50,7 @@ def test_blur_equals_torchvision_per_image():
 
 
 def test_crop_boxes_follow_the_rules_and_differ_per_image():
-    boxes = sample_crop_boxes(500, 20, 30, torch.Generator().manual_seed(1))
+    boxes = random_boxes(500, 20, 30, torch.Generator().manual_seed(1), CROP_SCALE)
     top, left, h, w = boxes.unbind(1)
     assert (top >= 0).all() and (left >= 0).all() and (top + h <= 20).all() and (left + w <= 30).all()
     area = h * w / 600

@@ -11,17 +11,15 @@ operation commutes with it.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from weakdml.compat import import_torchvision
+from weakdml.data.augment import random_boxes
 from weakdml.data.draws import Draws
 from weakdml.errors import UserError
 
 CROP_SCALE = (0.2, 1.0)
-CROP_RATIO = (3 / 4, 4 / 3)
 JITTER = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
 JITTER_P, GRAYSCALE_P, BLUR_P, FLIP_P = 0.8, 0.2, 0.5, 0.5
 BLUR_SIGMA = (0.1, 2.0)
@@ -29,26 +27,6 @@ BLUR_SIGMA = (0.1, 2.0)
 
 def _uniform(draws: Draws, low: float, high: float, *tail: int) -> torch.Tensor:
     return low + (high - low) * draws.rand(*tail)
-
-
-def sample_crop_boxes(b: int, h: int, w: int, generator: torch.Generator | Draws,
-                      scale: tuple[float, float] = CROP_SCALE, ratio: tuple[float, float] = CROP_RATIO,
-                      attempts: int = 10) -> torch.Tensor:
-    """Random-resized-crop boxes (B, 4) as (top, left, height, width) in pixels, torchvision's rule per image:
-    ``attempts`` draws of area and log-uniform aspect ratio, the first that fits; none fits: the whole image."""
-    draws = Draws.of(generator, b)
-    area = h * w * _uniform(draws, *scale, attempts)
-    log_ratio = _uniform(draws, math.log(ratio[0]), math.log(ratio[1]), attempts)
-    aspect = log_ratio.exp()
-    cw, ch = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()  # (B, attempts)
-    fits = (cw >= 1) & (cw <= w) & (ch >= 1) & (ch <= h)
-    first = fits.int().argmax(1, keepdim=True)  # (B, 1): the first attempt that fits (0 when none does)
-    cw, ch = cw.gather(1, first)[:, 0], ch.gather(1, first)[:, 0]
-    none_fit = ~fits.any(1)
-    cw, ch = torch.where(none_fit, float(w), cw), torch.where(none_fit, float(h), ch)
-    top = (draws.rand() * (h - ch + 1)).floor()
-    left = (draws.rand() * (w - cw + 1)).floor()
-    return torch.stack([top, left, ch, cw], 1)
 
 
 def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], flip: torch.Tensor) -> torch.Tensor:
@@ -152,7 +130,7 @@ def aug_plus(images: torch.Tensor, generator: torch.Generator | Draws, size: int
     if c not in (1, 3):
         raise UserError(f"the aug+ augmentations need 1- or 3-channel images, got {c} channels")
     size, draws = size or h, Draws.of(generator, b)
-    boxes = sample_crop_boxes(b, h, w, draws, crop_scale)
+    boxes = random_boxes(b, h, w, draws, crop_scale)
     out = crop_resize(images.float() / 255, boxes, (size, size), _chosen(draws, FLIP_P if flip else 0.0))
     rows = _chosen(draws, JITTER_P).to(images.device)
     out = torch.where(rows[:, None, None, None], colour_jitter(out, draws), out)
