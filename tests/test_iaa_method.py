@@ -151,6 +151,13 @@ def test_classes_smaller_than_m_per_class_are_reported(tmp_path, caplog):
     assert main(args) == 0
     assert "5 of the 5 training classes have fewer than --m-per-class 4 labelled images: their images repeat" in \
         caplog.text
+    assert "retrieval trained on the labels of 15 of the 721 training images (--labels-per-class 3); the retrieval " \
+        "benchmarks' protocol trains on all: --labeled-fraction 1" in caplog.text
+    caplog.clear()
+    args = ["train", "--method", "ms", "--class-disjoint", "--labeled-fraction", "1", "--val-fraction", "0",
+            "--epochs", "1", "--out", str(tmp_path / "all"), "--progress", "off"]
+    assert main(args) == 0
+    assert "training ms on digits (retrieval)" in caplog.text and "retrieval trained on the labels" not in caplog.text
 
 
 def test_iaa_recipe_configs_are_the_generators_and_build():

@@ -194,6 +194,13 @@ def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
         log.info(f"training {cfg.train.method} on {cfg.data.dataset} ({task.name}): {len(data.train.labeled)} "
                  f"labelled, {len(data.val)} validation, {len(data.train.unlabeled)} unlabelled, {len(data.test)} "
                  f"test; device {device}; run directory {run_dir}")
+        if task.name == "retrieval" and len(data.train.unlabeled):
+            d = cfg.data
+            asked = f"--labels-per-class {d.labels_per_class}" if d.labels_per_class else \
+                f"--labeled-fraction {d.labeled_fraction}"
+            log.warning(f"retrieval trained on the labels of {len(data.train.labeled)} of the "
+                        f"{len(data.train.labeled) + len(data.train.unlabeled)} training images ({asked}); the "
+                        f"retrieval benchmarks' protocol trains on all: --labeled-fraction 1")
     if dist.is_main():
         write_text_atomic(run_dir / "config.yaml", cfg.dump())  # after a resumed run's checks: a refused one keeps its
         if not (run_dir / "split.json").is_file() or not resume:
