@@ -14,7 +14,6 @@ from weakdml.data.augment_contrastive import (
     adjust_saturation,
     aug_plus,
     colour_jitter,
-    crop_resize,
     gaussian_blur,
 )
 from weakdml.errors import UserError
@@ -57,25 +56,6 @@ def test_crop_boxes_follow_the_rules_and_differ_per_image():
     assert area.min() >= 0.2 - 0.05 and area.max() <= 1.0
     assert (w / h).min() >= 3 / 4 - 0.15 and (w / h).max() <= 4 / 3 + 0.15  # rounding to whole pixels
     assert len(set(map(tuple, boxes.tolist()))) > 400  # different images, different crops
-
-
-def test_crop_resize_samples_the_box_bilinearly():
-    h, w = 12, 20
-    rows, cols = torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32)
-    ramp = (100 * rows[:, None] + cols).expand(3, 1, h, w).clone()  # value = 100 row + column: exact under bilinear
-    boxes = torch.tensor([[0.0, 0, 12, 20], [2, 4, 8, 10], [1, 3, 6, 16]])  # top, left, height, width
-    flip = torch.tensor([False, False, True])
-    out = crop_resize(ramp, boxes, (6, 8), flip)
-
-    def centres(start, length, n, limit):  # the input coordinates output pixels sample
-        return (start + length * (torch.arange(n) + 0.5) / n - 0.5).clamp(0, limit - 1)
-
-    for i, (top, left, height, width) in enumerate(boxes.tolist()):
-        x = centres(left, width, 8, w)
-        expected = 100 * centres(top, height, 6, h)[:, None] + (x.flip(0) if flip[i] else x)
-        torch.testing.assert_close(out[i, 0], expected, atol=1e-3, rtol=0)
-    full = crop_resize(ramp[:1], boxes[:1], (h, w), flip[:1])
-    torch.testing.assert_close(full, ramp[:1])  # the whole image at its own size is the image
 
 
 def test_jitter_draws_per_image_factors_and_order():

@@ -296,6 +296,10 @@ def test_resized_crops_and_centre_crops_equal_torchvisions():
         want = TF.resized_crop(image.float(), top, left, h, w, [24, 24], antialias=False)
         torch.testing.assert_close(got, TF.horizontal_flip(want) if flip else want, atol=1e-3, rtol=0)
     torch.testing.assert_close(augment_module.eval_view(images, 32), TF.center_crop(images, [32, 32]).float() / 255)
+    square = images[:, :, :40, :40]
+    whole = torch.tensor([[0.0, 0, 40, 40]]).expand(3, 4)
+    itself = torch.where(mirror[:, None, None, None], square.flip(-1), square).float()
+    torch.testing.assert_close(augment_module.resized_crops(square, whole, 40, mirror), itself, atol=1e-3, rtol=0)
 
 
 def test_auto_augmentation_is_the_papers_crop_on_cropped_sets_and_weak_elsewhere():

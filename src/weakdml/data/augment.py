@@ -120,8 +120,9 @@ def _sample_points(start: torch.Tensor, length: torch.Tensor, size: int, side: i
 
 def resized_crops(images: torch.Tensor, boxes: torch.Tensor, side: int, mirror: torch.Tensor) -> torch.Tensor:
     """Each image's box (``random_boxes``' (B, 4)) resized to ``side`` x ``side`` by bilinear interpolation (as
-    torchvision's resized_crop without antialiasing: the boxes shrink by at most 256/224 here), mirrored where
-    ``mirror`` (B,) is True: one batched grid_sample. Float (B, C, side, side)."""
+    torchvision's resized_crop without antialiasing, which suits the boxes of the retrieval crop, at most 256/224
+    times the output, and aug+'s at the image's own size, never larger than it), mirrored where ``mirror`` (B,) is
+    True: one batched grid_sample. Float (B, C, side, side)."""
     b, _, h, w = images.shape
     top, left, box_h, box_w = boxes.unbind(1)
     xs = _sample_points(left, box_w, w, side)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from weakdml.compat import import_torchvision
-from weakdml.data.augment import random_boxes
+from weakdml.data.augment import random_boxes, resized_crops
 from weakdml.data.draws import Draws
 from weakdml.errors import UserError
 
@@ -27,19 +27,6 @@ BLUR_SIGMA = (0.1, 2.0)
 
 def _uniform(draws: Draws, low: float, high: float, *tail: int) -> torch.Tensor:
     return low + (high - low) * draws.rand(*tail)
-
-
-def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], flip: torch.Tensor) -> torch.Tensor:
-    """Bilinear crop of each image's box (B, 4) resized to ``size``, mirrored where ``flip`` (B,) is set: one
-    ``grid_sample`` call. Output pixel j of a box (left, width) samples input column left + width (j + ½) / S − ½."""
-    b, _, h, w = images.shape
-    top, left, ch, cw = boxes.to(images.device, torch.float32).unbind(1)
-    sx = cw / w * torch.where(flip.to(images.device), -1.0, 1.0)
-    theta = torch.zeros(b, 2, 3, device=images.device)  # maps output coordinates in [-1, 1] into the input's
-    theta[:, 0, 0], theta[:, 0, 2] = sx, (2 * left + cw) / w - 1
-    theta[:, 1, 1], theta[:, 1, 2] = ch / h, (2 * top + ch) / h - 1
-    grid = F.affine_grid(theta, [b, images.shape[1], *size], align_corners=False)  # (B, S_h, S_w, 2)
-    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def _gray(images: torch.Tensor) -> torch.Tensor:
@@ -131,7 +118,7 @@ def aug_plus(images: torch.Tensor, generator: torch.Generator | Draws, size: int
         raise UserError(f"the aug+ augmentations need 1- or 3-channel images, got {c} channels")
     size, draws = size or h, Draws.of(generator, b)
     boxes = random_boxes(b, h, w, draws, crop_scale)
-    out = crop_resize(images.float() / 255, boxes, (size, size), _chosen(draws, FLIP_P if flip else 0.0))
+    out = resized_crops(images.float() / 255, boxes, size, _chosen(draws, FLIP_P if flip else 0.0))
     rows = _chosen(draws, JITTER_P).to(images.device)
     out = torch.where(rows[:, None, None, None], colour_jitter(out, draws), out)
     if c == 3:
