@@ -192,3 +192,15 @@ def test_every_command_has_help(capsys, command):
     assert out.startswith("usage: weakdml " + command)
     if command == "train":
         assert "after 40, 60 and 80 % of the epochs" in out
+
+
+@pytest.mark.parametrize("command, method", [("train", "nngk"), ("pretrain", "moco"), ("cluster", "spice")])
+def test_help_shows_the_defaults_that_command_applies(capsys, command, method):
+    """pretrain and cluster change some of train's defaults (MoCo v2's SGD at 0.03, batch 256): their help says so."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    optimizer, lr, batch = ("adam", "0.001", "32") if command == "train" else ("sgd", "0.03", "256")
+    assert f"optimiser (default: {optimizer})" in out and f"--lr X learning rate (default: {lr})" in out
+    assert f"(default: {batch}) " in out.rsplit("--batch-size N", 1)[1][:80]  # the description, after the usage
+    assert f"(default: {method})" in out.rsplit("--method METHOD", 1)[1][:300]

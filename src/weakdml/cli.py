@@ -21,9 +21,9 @@ log = logging.getLogger("weakdml")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...],
-                      exclude: tuple[str, ...] = ()) -> None:
+                      exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> None:
     """One flag per config field of the given sections (but ``exclude``); defaults stay None so only given flags
-    override."""
+    override. The help shows the field's default, or the command's own where ``defaults`` has one."""
     from weakdml.engine.pipeline import GENERAL_SECTIONS, method_names, sections_of
 
     users = {name: sections_of(name) for name in method_names()}
@@ -36,6 +36,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
                 continue
             flag = "--" + name.replace("_", "-")
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            default = (defaults or {}).get(name, default)
             help_text = f.metadata["help"]
             if name == "method":
                 help_text += ": " + ", ".join(method_names())
@@ -59,6 +60,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from weakdml.methods.moco import PRETRAIN_DEFAULTS
+    from weakdml.pipelines.spice import CLUSTER_DEFAULTS
+
     parser = argparse.ArgumentParser(prog="weakdml", description="Deep metric learning when labels are scarce.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -84,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "other runs start from it with --pretrained RUN_DIR")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted pretraining run")
     p.add_argument("--force", action="store_true", help="write into an --out folder that holds other files")
-    _add_config_flags(p, ("data", "model", "optim", "train", "moco"))
+    _add_config_flags(p, ("data", "model", "optim", "train", "moco"), defaults=PRETRAIN_DEFAULTS)
 
     p = sub.add_parser("cluster", help="cluster a folder of images (or a data set) without labels: SPICE's stages "
                                        "(pretrain, self, reliable, semi), resumable; writes predictions.csv and "
@@ -95,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file,label rows for a few images: names the clusters (Hungarian matching) and reports the "
                         "agreement")
     p.add_argument("--force", action="store_true", help="write into an --out folder that holds other files")
-    _add_config_flags(p, ("data", "model", "optim", "train", "moco", "spice"))
+    _add_config_flags(p, ("data", "model", "optim", "train", "moco", "spice"), defaults=CLUSTER_DEFAULTS)
     stage_commands = (
         ("cluster-self", "self", ("SPICE-Self: clustering heads on the frozen backbone of RUN_DIR (a clustering "
                                   "run, or a pretraining run to start one from)")),
@@ -214,6 +218,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 def cmd_cluster(args: argparse.Namespace) -> None:
     from weakdml.engine import cluster
+    from weakdml.pipelines.spice import CLUSTER_DEFAULTS
 
     _log_to_terminal()
     labels = Path(args.labels) if args.labels else None
@@ -221,7 +226,7 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     if args.resume:
         summary = cluster.resume_cluster(Path(args.resume), overrides, labels)
     else:
-        summary = cluster.cluster(build_config(overrides=cluster.CLUSTER_DEFAULTS | overrides), labels, args.force)
+        summary = cluster.cluster(build_config(overrides=CLUSTER_DEFAULTS | overrides), labels, args.force)
     _print_clustering(summary)
 
 

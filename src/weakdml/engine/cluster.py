@@ -23,12 +23,10 @@ from weakdml.engine.pipeline import pipeline_for
 from weakdml.engine.stages import DONE
 from weakdml.errors import UserError
 from weakdml.evaluation.clustering import clustering_accuracy
-from weakdml.methods.moco import PRETRAIN_DEFAULTS
-from weakdml.pipelines.spice import cluster_scores, ground_truth, image_ids
+from weakdml.pipelines.spice import CLUSTER_DEFAULTS, cluster_scores, ground_truth, image_ids
 from weakdml.plots.clusters import cluster_grid
 
 log = logging.getLogger("weakdml")
-CLUSTER_DEFAULTS = PRETRAIN_DEFAULTS | {"method": "spice", "labeled_fraction": 0}
 STAGE_COMMANDS = {"pretrain": "cluster --spice-until pretrain --resume", "self": "cluster-self",
                   "reliable": "reliable", "semi": "cluster-semi"}
 # The settings each stage after pretraining reads: a stage command given other values of its own or a later stage's

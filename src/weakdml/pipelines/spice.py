@@ -28,13 +28,14 @@ from weakdml.engine.checkpoint import load_checkpoint, save_atomic
 from weakdml.engine.stages import Stage, StageContext, StageResult, TrainStage
 from weakdml.errors import UserError
 from weakdml.evaluation.clustering import ari, clustering_accuracy, nmi
-from weakdml.methods.moco import MoCoPretraining
+from weakdml.methods.moco import PRETRAIN_DEFAULTS, MoCoPretraining
 from weakdml.methods.spice_self import SpiceSelf, num_clusters
 from weakdml.methods.spice_semi import SpiceSemi
 from weakdml.spice.reliable import ReliableSamples, reliable_samples
 
 log = logging.getLogger("weakdml")
 STAGES = ("pretrain", "self", "reliable", "semi")
+CLUSTER_DEFAULTS = PRETRAIN_DEFAULTS | {"method": "spice", "labeled_fraction": 0}  # `weakdml cluster`'s, over train's
 
 
 def ground_truth(data: PreparedData) -> torch.Tensor | None:
