@@ -212,7 +212,13 @@ def test_cluster_a_folder_of_pngs_names_the_clusters_from_a_few_labels(tmp_path,
     agree = sum(r[3] == f"digit{t}" for r, t in zip(labelled, targets[:12])) / 12
     assert metrics["labels_agreement"] == pytest.approx(agree)
     assert Image.open(out / "clusters.png").size == (10 * 50, 3 * 50)
-    assert f"run directory: {out}" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert f"run directory: {out}" in shown.out
+    # epochs are numbered across the stages; a later stage also shows its own count
+    assert re.search(r"^epoch 1/2  loss", shown.err, re.M)
+    assert re.search(r"^epoch 3/12 \(this stage: 1/10\)  loss", shown.err, re.M)
+    assert "test_cluster_accuracy not measured (no labelled test images)" in shown.err
+    assert "accuracy nan" not in shown.err
 
 
 @pytest.mark.parametrize("case, message", [

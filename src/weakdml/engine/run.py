@@ -215,8 +215,9 @@ def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
     metrics["epochs"] = pipeline.total_epochs
     if dist.is_main():
         write_json_atomic(finished, metrics)
-    log.info(f"{task.primary_metric} {metrics.get(task.primary_metric, float('nan')):.4f} (best epoch "
-             f"{metrics['best_epoch'] + 1})")
+    value, best = metrics.get(task.primary_metric), metrics["best_epoch"] + 1
+    log.info(f"{task.primary_metric} {value:.4f} (best epoch {best})" if value is not None else
+             f"kept epoch {best}; {task.primary_metric} not measured (no labelled test images)")
     return RunSummary(run_dir, metrics)
 
 

@@ -128,8 +128,13 @@ class Trainer:
             if evaluated:
                 self._snapshot(epoch)
             shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.endswith("loss"))
-            log.info(f"epoch {epoch + 1}/{self.end_epoch}  loss {train_stats['loss']:.4f}  {shown}  "
+            log.info(f"{self._epoch_name(epoch)}  loss {train_stats['loss']:.4f}  {shown}  "
                      f"({row['seconds']:.1f} s)")
+
+    def _epoch_name(self, epoch: int) -> str:
+        """``epoch 71/100``, numbered across the pipeline's stages, and in a later stage also its own count."""
+        name = f"epoch {epoch + 1}/{self.end_epoch}"
+        return name + f" (this stage: {epoch - self.first_epoch + 1}/{self.epochs})" if self.first_epoch else name
 
     def _snapshot(self, epoch: int) -> None:
         """Embeddings of the first ``snapshot_images`` test images, for plots of the embedding over epochs (every
@@ -155,7 +160,7 @@ class Trainer:
         totals: dict[str, torch.Tensor] = {}
         seen, lr = 0, self.cfg.optim.lr
         first_bad = torch.tensor([math.nan, -1.0], device=method.device)  # the first non-finite loss and its step
-        bar = tqdm(zip(plan, self._loaded(plan)), total=len(plan), desc=f"epoch {epoch + 1}/{self.end_epoch}",
+        bar = tqdm(zip(plan, self._loaded(plan)), total=len(plan), desc=self._epoch_name(epoch),
                    leave=False, disable=quiet, unit="batch")
         for step, (batch, (labeled, unlabeled)) in enumerate(bar):
             fill(method, batch, labeled, unlabeled)
