@@ -29,7 +29,7 @@ def test_prototype_pseudo_labels_equal_a_loop_over_heads_and_clusters():
             prototype = sum(features[i] for i in order[:12]) / 12
             nearest = sorted(range(n), key=lambda i: -(features[i] @ prototype).item())[:per_cluster]
             span = slice(cluster * per_cluster, (cluster + 1) * per_cluster)
-            assert result.indices[head, span].tolist() == nearest
+            assert sorted(result.indices[head, span].tolist()) == sorted(nearest)  # a set: order is not kept
             assert (result.labels[head, span] == cluster).all()
 
 

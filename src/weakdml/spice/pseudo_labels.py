@@ -46,6 +46,6 @@ def prototype_pseudo_labels(scores: torch.Tensor, features: torch.Tensor, center
     # a mostly zero (H, C, N) membership matrix
     prototypes = F.embedding_bag(confident.reshape(h * c, k), features, mode="mean")
     similarity = (prototypes @ features.T).view(h, c, n)  # (H, C, N)
-    nearest = similarity.topk(m, dim=2).indices  # (H, C, M), nearest first
+    nearest = similarity.topk(m, dim=2, sorted=False).indices  # (H, C, M), in no particular order
     labels = torch.arange(c, device=scores.device).view(1, c, 1).expand(h, c, m)
     return PseudoLabels(nearest.reshape(h, c * m), labels.reshape(h, c * m))
