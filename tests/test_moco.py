@@ -31,6 +31,23 @@ def test_moco_loss_equals_a_loop():
     assert moco_loss(q, k, queue, t).item() == pytest.approx(total / 5, rel=1e-5)
 
 
+@pytest.mark.parametrize("temperature", [0.2, 0.01])
+def test_moco_loss_gradient_equals_autograd_through_cross_entropy(temperature):
+    """The closed-form gradient against autograd through the plain logits; at T 0.01 the logits reach 100, where an
+    unshifted exp would overflow float32."""
+    q, k, queue = _unit(6, 8, seed=1), _unit(6, 8, seed=2), _unit(50, 8, seed=3)
+    q[0] = k[0]  # one query on its positive: the largest logit of its row
+    queue[7] = q[1]  # one on a negative
+    mine, plain = q.clone().requires_grad_(), q.clone().requires_grad_()
+    loss = moco_loss(mine, k, queue, temperature)
+    logits = torch.cat([(plain * k).sum(1, keepdim=True), plain @ queue.T], 1) / temperature
+    reference = F.cross_entropy(logits, torch.zeros(6, dtype=torch.long))
+    (3 * loss).backward()  # an upstream gradient other than 1
+    (3 * reference).backward()
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    assert torch.allclose(mine.grad, plain.grad, rtol=1e-4, atol=1e-6)
+
+
 def test_moco_loss_sends_gradients_to_the_queries_only():
     q, k = _unit(4, 6, seed=1).requires_grad_(), _unit(4, 6, seed=2).requires_grad_()
     moco_loss(q, k, _unit(3, 6, seed=3)).backward()
