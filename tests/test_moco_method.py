@@ -67,13 +67,18 @@ def test_pretraining_resumes_exactly_with_its_queue_and_key_encoder(tmp_path, mo
 
 
 def test_pretraining_improves_the_weighted_knn_accuracy_over_random_weights(tmp_path):
-    cfg = build_config(overrides={**TINY, "epochs": 5, "lr": 0.06, "out": str(tmp_path / "r")})
-    data = prepare_data(cfg, needs_labels=False)
-    random_weights = build_method(cfg, MoCoPretraining, data, torch.device("cpu"))
-    scores = random_weights.predict_all(data.test)
-    before = (scores.argmax(1) == data.test.labels).float().mean().item()
-    after = run_module.train(cfg).metrics["test_accuracy"]  # the same weighted kNN over the labelled images
-    assert after >= before + 0.04, (before, after)  # measured 0.67 -> 0.76 (5 epochs, 8 px, 1 thread)
+    """Over three seeds: one 5-epoch run on 360 test images moves by several images with any change of rounding."""
+    gains = []
+    for seed in range(3):
+        cfg = build_config(overrides={**TINY, "epochs": 5, "lr": 0.06, "seed": seed, "out": str(tmp_path / f"r{seed}")})
+        data = prepare_data(cfg, needs_labels=False)
+        random_weights = build_method(cfg, MoCoPretraining, data, torch.device("cpu"))
+        scores = random_weights.predict_all(data.test)
+        before = (scores.argmax(1) == data.test.labels).float().mean().item()
+        after = run_module.train(cfg).metrics["test_accuracy"]  # the same weighted kNN over the labelled images
+        gains.append(after - before)
+    # measured +0.04 / +0.16 / +0.12 (mean +0.10; 5 epochs, 8 px, 1 thread); random weights score 0.64-0.67
+    assert min(gains) > 0 and np.mean(gains) >= 0.06, gains
 
 
 def test_pretrained_run_directory_starts_the_backbone_of_another_method(moco_run, tmp_path):

@@ -147,6 +147,7 @@ def ranked_neighbour_labels(
     r_sq = (refs * refs).sum(1)  # (N,)
     index = FaissIndex(refs, backend) if backend != "torch" else None  # built once for every chunk
     labels = torch.cat([ref_labels, ref_labels.new_full((1,), -1)])  # index -1 (not found by an approximate search)
+    block = queries.new_empty(min(rows, len(queries)), n) if index is None else None  # reused: its pages fault once
     for start in range(0, len(queries), rows):
         qc = queries[start : start + rows]  # (C, D)
         kc = min(int(k[start : start + rows].max()), n - int(exclude_self))
@@ -154,7 +155,7 @@ def ranked_neighbour_labels(
             idx = (index.search_without_self(qc, kc, start) if exclude_self else index.search(qc, kc))[1]
         else:
             with _exact(qc.device):  # |r|² - 2 q·r in one fused product: |q|² does not change a row's order
-                d = torch.addmm(r_sq.expand(len(qc), -1), qc, refs.T, alpha=-2.0)  # (C, N)
+                d = block[: len(qc)].copy_(r_sq.expand(len(qc), -1)).addmm_(qc, refs.T, alpha=-2.0)  # (C, N)
             if exclude_self:
                 own = torch.arange(start, start + len(qc), device=d.device)
                 d[own - start, own] = float("inf")

@@ -18,6 +18,7 @@ here to the scale used for the synthetic samples; see :meth:`ClassStatistics.cor
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from weakdml.errors import UserError
 
@@ -121,13 +122,16 @@ class ClassStatistics(torch.nn.Module):
         position = torch.full_like(self.counts, -1).index_put_((columns,), torch.arange(len(columns)))
         mean, variance, n_valid = self.mean[columns], self.variance[columns], n[columns]
         k = min(self.num_neighbours, len(columns))  # a row's own class, if picked, gets weight 0 (distance inf)
+        squared_norms = (mean * mean).sum(1), (variance * variance).sum(1)  # (C_valid,) each
+        blocks = out.new_empty(2, min(chunk_size, len(rows)), len(columns))  # reused by every chunk
         for start in range(0, len(rows), chunk_size):
             r = rows[start : start + chunk_size]  # (B,) classes to correct
             own = position[r].unsqueeze(1)  # (B, 1) each row's column among the candidates, -1 if none
             own_column, own_out = own.clamp_min(0), torch.where(own >= 0, torch.inf, 0.0).to(out.dtype)
             # Squared distances, (B, C_valid): min, max and order are those of the distances, so the square roots are
             # taken only of what is used. The row's own class (distance 0) never changes a maximum.
-            sq_mean, sq_cov = _squared_distances(self.mean[r], mean), _squared_distances(self.variance[r], variance)
+            sq_mean = _squared_distances(self.mean[r], mean, squared_norms[0], blocks[0, : len(r)])
+            sq_cov = _squared_distances(self.variance[r], variance, squared_norms[1], blocks[1, : len(r)])
             hi_mean, hi_cov = sq_mean.amax(1, keepdim=True).sqrt(), sq_cov.amax(1, keepdim=True).sqrt()
             sq_mean.scatter_add_(1, own_column, own_out), sq_cov.scatter_add_(1, own_column, own_out)  # own class: inf
             nearest_sq, nearest = sq_mean.topk(k, dim=1, largest=False)  # (B, K) among the candidates
@@ -136,7 +140,9 @@ class ClassStatistics(torch.nn.Module):
             d_mean = (nearest_sq.sqrt() - lo_mean) / (hi_mean - lo_mean).clamp_min(tiny)
             d_cov = (sq_cov.gather(1, nearest).sqrt() - lo_cov) / (hi_cov - lo_cov).clamp_min(tiny)
             w = n_valid[nearest] * torch.exp(-d_mean**2 / (2 * self.sigma_mean**2) - d_cov**2 / (2 * self.sigma_cov**2))
-            neighbour_var = (w.unsqueeze(2) * variance[nearest]).sum(1) / w.sum(1, keepdim=True)  # (B, D)
+            # (B, D) the neighbours' weighted mean variance, summed as it is read (no (B, K, D) gather)
+            neighbour_var = F.embedding_bag(nearest, variance, per_sample_weights=w, mode="sum")
+            neighbour_var /= w.sum(1, keepdim=True)
             a = alpha[r].unsqueeze(1)
             out[r] = (1 - a) * self.variance[r] + a * ((1 - self.gamma) * neighbour_var + self.gamma * global_var)
         return out
@@ -156,10 +162,13 @@ def class_moments(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[t
     n = torch.bincount(y, minlength=num_classes).to(x.dtype)  # (C,)
     per = n.clamp_min(1).unsqueeze(1)
     mean = torch.zeros(num_classes, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, y, x) / per
-    var = torch.zeros_like(mean).index_add_(0, y, (x - mean[y]) ** 2) / per  # two passes: no cancellation
+    var = torch.zeros_like(mean).index_add_(0, y, (x - mean[y]).square_()) / per  # two passes: no cancellation
     return n, mean, var
 
 
-def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(A, B) squared Euclidean distances between the rows of a (A, D) and b (B, D), >= 0, with one matrix product."""
-    return torch.addmm((b * b).sum(1).unsqueeze(0), a, b.T, alpha=-2).add_((a * a).sum(1, keepdim=True)).clamp_min_(0)
+def _squared_distances(a: torch.Tensor, b: torch.Tensor, b_squared: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out`` (A, B) := the squared Euclidean distances (>= 0) between the rows of a (A, D) and b (B, D), with one
+    matrix product; ``b_squared`` (B,) are the squared norms of b's rows. Writing into one block that every chunk
+    reuses matters on a CPU: a fresh block of this size spends about half its product's time in page faults."""
+    torch.add((a * a).sum(1, keepdim=True), b_squared, out=out)
+    return out.addmm_(a, b.T, alpha=-2).clamp_min_(0)
