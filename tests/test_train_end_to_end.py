@@ -15,7 +15,7 @@ from weakdml.data.prepare import prepare_data
 from weakdml.data.sources import all_images
 from weakdml.engine import trainer as trainer_module
 from weakdml.engine.checkpoint import load_checkpoint
-from weakdml.engine.run import train
+from weakdml.engine.run import extending_flags, train
 from weakdml.methods import METHODS
 
 
@@ -111,7 +111,9 @@ def test_a_finished_run_given_more_epochs_follows_the_longer_schedule(tmp_path, 
     assert [row["lr"] for row in metric_rows(run)] == pytest.approx(cosine)
     capsys.readouterr()
     assert main(["train", "--resume", str(run), *args]) == 0
-    assert "nothing to train" in capsys.readouterr().err
+    assert "nothing to train (to train on: --epochs)" in capsys.readouterr().err
+    assert extending_flags("mbdml4") == "--epochs, --nst-rounds"
+    assert extending_flags("spice") == "--epochs, --spice-until"
     assert len(metric_rows(run)) == 4
 
 

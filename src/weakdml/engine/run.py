@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from weakdml.atomic import write_json_atomic, write_text_atomic
-from weakdml.config import Config, build_config, same_setting, settings_with_role
+from weakdml.config import Config, all_fields, build_config, same_setting, settings_with_role
 from weakdml.data.prepare import PreparedData, prepare_data
 from weakdml.engine import dist
 from weakdml.engine.checkpoint import load_checkpoint, load_weights
 from weakdml.engine.environment import resolve_device
 from weakdml.engine.metrics_log import MetricsLog
 from weakdml.engine.monitor import Monitor
-from weakdml.engine.pipeline import Pipeline, kept_stage, pipeline_for, run_pipeline
+from weakdml.engine.pipeline import Pipeline, kept_stage, pipeline_for, run_pipeline, sections_of
 from weakdml.engine.run_folder import locked_run_folder, refuse_foreign
 from weakdml.engine.stages import DONE, StageContext, TrainStage, read_done
 from weakdml.engine.tasks import TASKS, Task
@@ -69,6 +69,13 @@ def prepare_run(cfg: Config, pipeline: Pipeline, split_file: Path | None) -> tup
     task = TASKS[classes[-1].task or data.task]
     choice = cfg.train.monitor if cfg.train.monitor != "auto" else classes[-1].monitor or task.default_monitor
     return data, task, Monitor.parse(choice)
+
+
+def extending_flags(method: str) -> str:
+    """The flags of the settings that may grow on a finished run of ``method`` (e.g. --epochs, --nst-rounds)."""
+    sections, fields = sections_of(method), all_fields()
+    return ", ".join(f"--{name.replace('_', '-')}" for name in settings_with_role("extendable")
+                     if fields[name][0] in sections)
 
 
 def train(cfg: Config, force: bool = False) -> RunSummary:
@@ -184,8 +191,8 @@ def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
         if done < pipeline.total_epochs:  # a finished run given more epochs or rounds is unfinished again
             finished.replace(run_dir / f"final_metrics-{done}-epochs.json")
         else:
-            log.info(f"{run_dir} has finished its {done} epochs; nothing to train (more epochs: --epochs, more "
-                     f"noisy-student rounds: --nst-rounds)")
+            log.info(f"{run_dir} has finished its {done} epochs; nothing to train (to train on: "
+                     f"{extending_flags(cfg.train.method)})")
     if not resume:
         if len(data.val) == 0 and monitor.needs_evaluation:
             log.warning(f"no validation images ({len(data.train.labeled)} labelled; --val-fraction "
