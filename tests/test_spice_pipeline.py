@@ -23,7 +23,6 @@ from weakdml.engine import cluster as cluster_module
 from weakdml.engine import run as run_module
 from weakdml.engine.checkpoint import load_checkpoint
 from weakdml.engine.pipeline import pipeline_for
-from weakdml.engine.stages import build_method
 from weakdml.engine.trainer import Trainer
 from weakdml.errors import UserError
 from weakdml.methods.spice_self import SpiceSelf
@@ -283,7 +282,7 @@ def test_spice_self_warns_when_an_epoch_has_few_big_batches(tmp_path, caplog):
         data = prepare.prepare_data(cfg, needs_labels=False)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="weakdml"):
-            build_method(cfg, SpiceSelf, data, torch.device("cpu"))
+            SpiceSelf.check_data(cfg, data.train)
         return len(data.train.unlabeled), [r.getMessage() for r in caplog.records if "SPICE-Self" in r.getMessage()]
 
     images, messages = warnings_with(400)

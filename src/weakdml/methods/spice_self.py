@@ -66,11 +66,14 @@ class SpiceSelf(Method):
         super().__init__(model, data, cfg)
         model.requires_grad_(False)
         s = cfg.spice
-        clusters = num_clusters(cfg, data)
-        self.heads = ClusteringHeads(model.dim, clusters, s.spice_heads, s.spice_hidden)
+        self.heads = ClusteringHeads(model.dim, num_clusters(cfg, data), s.spice_heads, s.spice_hidden)
+
+    @classmethod
+    def check_data(cls, cfg: Config, data: TrainData) -> None:
+        """Warn, before the pipeline's first stage runs, when an epoch would give the heads few big batches."""
         images, big_batch = len(data.unlabeled), cfg.train.batch_size
         steps = -(-images // big_batch)
-        if steps < FEW_STEPS and images // FEW_STEPS >= max(2, clusters):
+        if steps < FEW_STEPS and images // FEW_STEPS >= max(2, num_clusters(cfg, data)):
             log.warning(f"SPICE-Self: {images:,} images in big batches of {big_batch:,} give the heads {steps} "
                         f"step(s) an epoch, one pseudo-labelling each; a 10,000-image folder clustered at 0.55 ACC "
                         f"with 2 an epoch and 0.70 with {FEW_STEPS}: consider --spice-self-batch "
