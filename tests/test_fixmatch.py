@@ -35,19 +35,23 @@ def test_fixmatch_gradient_does_not_reach_the_weak_view():
     assert weak.grad is None and strong.grad is not None
 
 
-def test_ema_model_equals_a_loop():
+def test_ema_model_equals_a_loop_with_the_decay_warmed_up():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
-    ema = ema_model(model, decay=0.9)
+    ema = ema_model(model, decay=0.5)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    reference = None
-    for _ in range(4):
-        model(torch.randn(8, 3)).pow(2).mean().backward()
+    reference, decays = None, []
+    for step in range(12):
+        (model(torch.randn(8, 3)) - torch.randn(8, 4)).pow(2).mean().backward()
         optimizer.step()
         optimizer.zero_grad()
         ema.update_parameters(model)
         current = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
-        reference = current if reference is None else {k: 0.9 * reference[k] + 0.1 * current[k] for k in current}
+        decay = min(0.5, (1 + step) / (10 + step))  # update t = step after the first (a copy)
+        decays.append(decay)
+        reference = current if reference is None else {k: decay * reference[k] + (1 - decay) * current[k]
+                                                       for k in current}
+    assert decays[1] < 0.5 and decays[-1] == 0.5  # both regimes: warming up, then the decay asked for
     averaged = ema.module.state_dict()
     for name, value in reference.items():
         torch.testing.assert_close(averaged[name], value)
