@@ -85,7 +85,9 @@ def _reference_reliable(features, probabilities, k, ratio, score):
     out = []
     for i in range(n):
         others = sorted((j for j in range(n) if j != i), key=lambda j: ((features[i] - features[j]) ** 2).sum().item())
-        share = sum(int(predicted[j] == predicted[i]) for j in others[:k]) / k
+        size = sum(int(predicted[j] == predicted[i]) for j in range(n))
+        counted = max(1, min(k, size - 1))  # a cluster smaller than k + 1 counts its size - 1 nearest
+        share = sum(int(predicted[j] == predicted[i]) for j in others[:counted]) / counted
         if share >= ratio and probabilities[i].max() > score:
             out.append(i)
     return out
@@ -109,6 +111,15 @@ def test_reliable_samples_equal_a_loop():
     assert set(balanced.indices.tolist()) <= set(expected)
     again = reliable_samples(features, probabilities, torch.Generator().manual_seed(5), k=10, ratio=0.8)
     assert torch.equal(balanced.indices, again.indices)
+
+
+def test_a_cluster_smaller_than_the_neighbourhood_counts_only_as_many_neighbours_as_it_can_hold():
+    features, probabilities, _ = _blobs()  # three clusters of 30 images, fewer than k + 1
+    expected = _reference_reliable(features, probabilities, k=40, ratio=0.9, score=0.99)
+    result = reliable_samples(features, probabilities, torch.Generator(), k=40, ratio=0.9, balance=False,
+                              relax_steps=0)
+    assert sorted(result.indices.tolist()) == expected
+    assert min(c.reliable for c in result.clusters) >= 29  # of 30 each; a fixed k of 40 admits none: 29 / 40 < 0.9
 
 
 def test_neighbour_agreement_excludes_the_image_itself():

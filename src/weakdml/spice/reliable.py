@@ -3,6 +3,9 @@ own confidence; the labelled set of SPICE-Semi.
 
 An image is reliable when at least ``ratio`` of its k nearest neighbours (itself excluded) are predicted in its
 cluster and its highest probability exceeds ``score_threshold``; the clusters are then balanced to the smallest.
+A cluster of n ≤ k images counts its images' n − 1 nearest neighbours instead (more cannot be in it): with a fixed k
+such a cluster could never pass, which on small data sets (the original's k 100 against clusters of about 150
+digits) leaves a cluster with a single relaxed image and balancing cuts every cluster to it.
 The original returns an empty set as soon as one cluster has no reliable image (its users' most reported failure).
 Here such a cluster lowers its two thresholds step by step, linearly towards ``min_ratio`` and ``min_score``, until
 it has ``min_per_cluster`` images; each cluster's thresholds and steps are returned for the caller to report, and a
@@ -45,10 +48,13 @@ class ReliableSamples:
 def neighbour_agreement(features: torch.Tensor, predicted: torch.Tensor, k: int = 100,
                         backend: Backend = "torch") -> torch.Tensor:
     """Share (N,) of each image's k nearest neighbours (Euclidean on the embedding, itself excluded; cosine order
-    for L2-normalised features) predicted in its own cluster."""
-    _, neighbours = knn_search(features, features, k, exclude_self=True, backend=backend)  # (N, k)
+    for L2-normalised features) predicted in its own cluster; an image of a cluster of n ≤ k images counts its
+    max(1, n − 1) nearest."""
+    _, neighbours = knn_search(features, features, k, exclude_self=True, backend=backend)  # (N, k), nearest first
     neighbours = neighbours.to(predicted.device)
-    return (predicted[neighbours] == predicted[:, None]).float().mean(1)
+    counted = (torch.bincount(predicted)[predicted] - 1).clamp(1, neighbours.shape[1])  # (N,)
+    same = (predicted[neighbours] == predicted[:, None]).float().cumsum(1)  # (N, k): how many of the j nearest
+    return same.gather(1, counted[:, None] - 1)[:, 0] / counted
 
 
 def reliable_samples(features: torch.Tensor, probabilities: torch.Tensor, generator: torch.Generator, k: int = 100,
