@@ -8,6 +8,7 @@ import csv
 import json
 import logging
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ from weakdml.engine.checkpoint import load_checkpoint
 from weakdml.engine.pipeline import pipeline_for
 from weakdml.engine.trainer import Trainer
 from weakdml.errors import UserError
-from weakdml.methods.spice_self import SpiceSelf
+from weakdml.methods.spice_self import SpiceSelf, big_batch, default_big_batch
 
 # digits at 8 px, every stage a few steps: pretrain 5, self 48 (big batches of 240), semi 29 (16 + 32 images); a
 # cluster whose images no neighbour confirms may relax to a neighbour ratio of 0
@@ -218,7 +219,7 @@ def test_cluster_a_folder_of_pngs_names_the_clusters_from_a_few_labels(tmp_path,
     # epochs are numbered across the stages; a later stage also shows its own count
     assert re.search(r"^epoch 1/2  loss", shown.err, re.M)
     assert re.search(r"^epoch 3/12 \(this stage: 1/10\)  loss", shown.err, re.M)
-    assert "test_cluster_accuracy not measured (no labelled test images)" in shown.err
+    assert "test_cluster_accuracy not measured (no labelled test images, or nothing to score them with)" in shown.err
     assert "accuracy nan" not in shown.err
 
 
@@ -276,17 +277,26 @@ def test_test_as_unlabeled_clusters_the_test_images_too_with_their_labels_hidden
     assert ids[:1437] == image_ids(plain) and ids[1437:] == [f"test/{i}" for i in range(360)]
 
 
-def test_spice_self_warns_when_an_epoch_has_few_big_batches(tmp_path, caplog):
+def test_spice_self_big_batch_defaults_to_a_tenth_of_the_images_and_warns_when_a_given_one_gives_fewer_steps(
+        tmp_path, caplog):
     def warnings_with(batch_size):
-        cfg = tiny_config(tmp_path / "r", batch_size=batch_size, spice_self_batch=batch_size)
+        cfg = tiny_config(tmp_path / "r", spice_self_batch=batch_size)
         data = prepare.prepare_data(cfg, needs_labels=False)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="weakdml"):
             SpiceSelf.check_data(cfg, data.train)
-        return len(data.train.unlabeled), [r.getMessage() for r in caplog.records if "SPICE-Self" in r.getMessage()]
+        return cfg, data, [r.getMessage() for r in caplog.records if "SPICE-Self" in r.getMessage()]
 
-    images, messages = warnings_with(400)
-    assert messages == [f"SPICE-Self: {images:,} images in big batches of 400 give the heads {-(-images // 400)} "
-                        f"step(s) an epoch, one pseudo-labelling each; a 10,000-image folder clustered at 0.55 ACC "
-                        f"with 2 an epoch and 0.70 with 10: consider --spice-self-batch {images // 10}"]
-    assert warnings_with(images // 10)[1] == []  # ten big batches an epoch
+    cfg, data, messages = warnings_with(None)
+    images = len(data.train.unlabeled)
+    assert messages == [] and big_batch(cfg, data.train) == 500 == 50 * 10  # 1,437 digits: 50 a cluster, not 143
+    cfg, data, messages = warnings_with(1000)
+    assert big_batch(cfg, data.train) == 1000
+    assert messages == [f"SPICE-Self: {images:,} images in big batches of 1,000 give the heads 2 step(s) an epoch, "
+                        f"one pseudo-labelling each; a 10,000-image folder clustered at 0.55 ACC with 2 an epoch and "
+                        f"0.70 with 10: consider --spice-self-batch 500 (the default here)"]
+    assert warnings_with(300)[2] == []  # more steps than the default gives
+    def of(images):
+        return default_big_batch(cfg, SimpleNamespace(unlabeled=range(images), num_classes=10))
+
+    assert (of(70_000), of(12_000)) == (5000, 1200)

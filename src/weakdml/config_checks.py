@@ -85,8 +85,8 @@ def validate(config: Config) -> None:
                         ("--spice-self-epochs", sp.spice_self_epochs), ("--spice-semi-epochs", sp.spice_semi_epochs),
                         ("--spice-knn", sp.spice_knn), ("--fixmatch-ratio", sp.fixmatch_ratio)):
         _check(value >= 1, f"{flag} must be at least 1, got {value}")
-    _check(sp.spice_self_batch >= 2 and sp.spice_semi_batch >= 2, "--spice-self-batch and --spice-semi-batch must be "
-           "at least 2")
+    _check((sp.spice_self_batch is None or sp.spice_self_batch >= 2) and sp.spice_semi_batch >= 2,
+           "--spice-self-batch and --spice-semi-batch must be at least 2")
     _check(sp.spice_relax_steps >= 0, f"--spice-relax-steps must be non-negative, got {sp.spice_relax_steps}")
     _check(0 <= sp.spice_ema < 1, f"--spice-ema must be in [0, 1), got {sp.spice_ema}")
     _check(sp.spice_self_lr > 0 and sp.spice_semi_lr > 0, "--spice-self-lr and --spice-semi-lr must be positive")

@@ -139,8 +139,9 @@ class SpiceConfig:
                                 "chooses one)")
     spice_hidden: int = flag(512, "SPICE-Self: hidden units of each head's MLP")
     spice_self_epochs: int = flag(100, "SPICE-Self: epochs of the heads on the frozen backbone")
-    spice_self_batch: int = flag(5000, "SPICE-Self: images of a big batch, pseudo-labelled together (one step each; "
-                                       "clipped to the number of images)")
+    spice_self_batch: int | None = flag(None, "SPICE-Self: images of a big batch, pseudo-labelled together (one step "
+                                              "each; default: a tenth of the images, at least 50 a cluster and at "
+                                              "most 5,000; clipped to the number of images)")
     spice_self_lr: float = flag(0.005, "SPICE-Self: Adam learning rate of the heads")
     double_softmax: bool = flag(True, "SPICE-Self: the original's DS-CE (cross-entropy of the softmax outputs); "
                                       "--no-double-softmax: plain cross-entropy on the logits")

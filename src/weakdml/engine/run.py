@@ -224,7 +224,8 @@ def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
         write_json_atomic(finished, metrics)
     value, best = metrics.get(task.primary_metric), metrics["best_epoch"] + 1
     log.info(f"{task.primary_metric} {value:.4f} (best epoch {best})" if value is not None else
-             f"kept epoch {best}; {task.primary_metric} not measured (no labelled test images)")
+             f"kept epoch {best}; {task.primary_metric} not measured (no labelled test images, or nothing to "
+             f"score them with)")
     return RunSummary(run_dir, metrics)
 
 

@@ -50,11 +50,14 @@ def _scored(method: Method, source: ImageSource, score) -> torch.Tensor:
 
 def classifier_metrics(method: Method, parts: dict[str, ImageSource]) -> dict[str, float]:
     """``<part>_accuracy`` and ``<part>_loss`` (mean NLL) of the method's classifier on each labelled part; the
-    scorer is built once for all parts (NaN for an empty part, or a method without a classifier)."""
+    scorer is built once for all parts (NaN for an empty part; nothing for a method without a classifier, e.g. MoCo
+    with no labelled image for its kNN monitor)."""
     score = method.scorer()
+    if score is None:
+        return {}
     out = {}
     for name, part in parts.items():
-        if len(part) == 0 or score is None:
+        if len(part) == 0:
             out |= {f"{name}_accuracy": math.nan, f"{name}_loss": math.nan}
             continue
         scores, labels = _scored(method, part, score), part.labels.to(method.device)
@@ -68,12 +71,12 @@ class Classification(Task):
 
     def epoch_metrics(self, method: Method, data: PreparedData) -> dict[str, float]:
         metrics = classifier_metrics(method, {"val": data.val, "test": data.test})
-        metrics.pop("test_loss")
+        metrics.pop("test_loss", None)
         return metrics
 
     def final_metrics(self, method: Method, data: PreparedData) -> dict[str, Any]:
         metrics = classifier_metrics(method, {"test": data.test, "val": data.val})
-        metrics.pop("val_loss")
+        metrics.pop("val_loss", None)
         ref = data.train.labeled
         if len(ref) and len(data.test):
             queries, references = method.embed_all(data.test).cpu(), method.embed_all(ref).cpu()

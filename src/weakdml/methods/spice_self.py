@@ -1,12 +1,12 @@
 """SPICE-Self (Niu et al. 2022) as a method: clustering heads trained on a frozen backbone with prototype
 pseudo-labels, no label read (spice/heads.py and spice/pseudo_labels.py hold the pieces).
 
-Each step is one big batch of the images to cluster (the unlabelled part; ``--spice-self-batch`` images): a weak
-view through the frozen backbone gives every head's probabilities and the L2-normalised features, from which each
-head gets its prototype pseudo-labels; a strong view of the same images then trains every head with cross-entropy
-against its own pseudo-labels (DS-CE, the original's softmax fed to cross-entropy, or plain cross-entropy). The head
-that predicts is the one with the lowest pseudo-label loss on the un-augmented images (``select_head``): no ground
-truth chooses it.
+Each step is one big batch of the images to cluster (the unlabelled part; ``--spice-self-batch`` images, by
+default a tenth of them): a weak view through the frozen backbone gives every head's probabilities and the
+L2-normalised features, from which each head gets its prototype pseudo-labels; a strong view of the same images
+then trains every head with cross-entropy against its own pseudo-labels (DS-CE, the original's softmax fed to
+cross-entropy, or plain cross-entropy). The head that predicts is the one with the lowest pseudo-label loss on the
+un-augmented images (``select_head``): no ground truth chooses it.
 """
 
 from __future__ import annotations
@@ -43,6 +43,17 @@ def num_clusters(cfg: Config, data: TrainData) -> int:
     return clusters
 
 
+def default_big_batch(cfg: Config, data: TrainData) -> int:
+    """A tenth of the images (ten pseudo-labellings an epoch), at least 50 images a cluster (the smallest measured)
+    and at most the original's 5,000."""
+    return min(max(len(data.unlabeled) // FEW_STEPS, 50 * num_clusters(cfg, data)), 5000)
+
+
+def big_batch(cfg: Config, data: TrainData) -> int:
+    """``--spice-self-batch``, else the default; never more than the images."""
+    return min(cfg.spice.spice_self_batch or default_big_batch(cfg, data), len(data.unlabeled))
+
+
 def start_network_from(model: EmbeddingNet, state: dict[str, Any]) -> None:
     """Load the embedding network (``model.*``) of an earlier stage's method state, e.g. the MoCo backbone."""
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
@@ -67,17 +78,19 @@ class SpiceSelf(Method):
         model.requires_grad_(False)
         s = cfg.spice
         self.heads = ClusteringHeads(model.dim, num_clusters(cfg, data), s.spice_heads, s.spice_hidden)
+        self.big_batch = big_batch(cfg, data)
 
     @classmethod
     def check_data(cls, cfg: Config, data: TrainData) -> None:
-        """Warn, before the pipeline's first stage runs, when an epoch would give the heads few big batches."""
-        images, big_batch = len(data.unlabeled), cfg.train.batch_size
-        steps = -(-images // big_batch)
-        if steps < FEW_STEPS and images // FEW_STEPS >= max(2, num_clusters(cfg, data)):
-            log.warning(f"SPICE-Self: {images:,} images in big batches of {big_batch:,} give the heads {steps} "
+        """Warn, before the pipeline's first stage runs, when a given ``--spice-self-batch`` leaves the heads fewer
+        big batches an epoch than the default would."""
+        images, given, default = len(data.unlabeled), cfg.spice.spice_self_batch, default_big_batch(cfg, data)
+        steps = -(-images // big_batch(cfg, data))
+        if given and steps < FEW_STEPS and steps < -(-images // default):
+            log.warning(f"SPICE-Self: {images:,} images in big batches of {given:,} give the heads {steps} "
                         f"step(s) an epoch, one pseudo-labelling each; a 10,000-image folder clustered at 0.55 ACC "
-                        f"with 2 an epoch and 0.70 with {FEW_STEPS}: consider --spice-self-batch "
-                        f"{images // FEW_STEPS}")
+                        f"with 2 an epoch and 0.70 with {FEW_STEPS}: consider --spice-self-batch {default} (the "
+                        f"default here)")
 
     def train(self, mode: bool = True) -> SpiceSelf:
         super().train(mode)
@@ -92,7 +105,7 @@ class SpiceSelf(Method):
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         order = torch.randperm(len(self.data.unlabeled), generator=self.generator)
-        for index in equal_chunks(order, self.cfg.train.batch_size):
+        for index in equal_chunks(order, self.big_batch):
             yield Batch(torch.zeros(0, dtype=torch.long), index)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -144,10 +144,12 @@ def reliable_evaluation(truth: torch.Tensor, clusters: torch.Tensor, indices: to
     return scores | {"reliable_precision": precision}
 
 
-def _stage_config(cfg: Config, model: dict[str, Any], optim: dict[str, Any], batch_size: int) -> Config:
+def _stage_config(cfg: Config, model: dict[str, Any], optim: dict[str, Any], batch_size: int | None = None
+                  ) -> Config:
+    """``cfg`` with a stage's network, optimiser and batch size (SPICE-Self sizes its big batches itself)."""
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model),
                                optim=dataclasses.replace(cfg.optim, **optim),
-                               train=dataclasses.replace(cfg.train, batch_size=batch_size))
+                               train=dataclasses.replace(cfg.train, batch_size=batch_size or cfg.train.batch_size))
 
 
 def spice(cfg: Config) -> tuple[list[Stage], bool]:
@@ -158,11 +160,11 @@ def spice(cfg: Config) -> tuple[list[Stage], bool]:
     stages: list[Stage] = []
     init = None
     if not m.pretrained:
-        pretraining = _stage_config(cfg, features, {}, cfg.train.batch_size)
+        pretraining = _stage_config(cfg, features, {})
         stages.append(ClusterTrainStage("pretrain", MoCoPretraining, pretraining, cfg.train.epochs))
         init = "pretrain/weights"
     heads = _stage_config(cfg, features, {"optimizer": "adam", "lr": s.spice_self_lr, "weight_decay": 0.0,
-                                          "schedule": "none", "warmup_epochs": 0.0}, s.spice_self_batch)
+                                          "schedule": "none", "warmup_epochs": 0.0})
     self_stage = ClusterTrainStage("self", SpiceSelf, heads, s.spice_self_epochs, init)
     from_pretrained = s.spice_semi_init == "pretrain"
     semi = _stage_config(cfg, {"embedding_dim": 0, "l2_normalize": False, "pretrained": m.pretrained if from_pretrained
