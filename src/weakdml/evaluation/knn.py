@@ -16,6 +16,7 @@ import torch
 
 from weakdml.errors import UserError
 from weakdml.evaluation.faiss_index import FaissIndex
+from weakdml.evaluation.symmetric_knn import fits, symmetric_search
 
 ArrayLike = torch.Tensor | np.ndarray
 Backend = Literal["torch", "faiss", "faiss-ivf", "faiss-hnsw"]
@@ -139,7 +140,12 @@ def _torch_search(
     q: torch.Tensor, r: torch.Tensor, k: int, exclude_self: bool, chunk_size: int, ref_chunk_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Blocks of (chunk_size, ref_chunk_size) distances, keeping a running top-k per query chunk. A block holds
-    |r|² - 2 q·r from one fused product; |q|², the same along a row, is added to the k kept only."""
+    |r|² - 2 q·r from one fused product; |q|², the same along a row, is added to the k kept only. A set searched
+    against itself, leaving itself out, computes each distance once (``symmetric_knn``) in blocks of the same size."""
+    rows = max(1, min(chunk_size, chunk_size * ref_chunk_size // r.shape[0]))
+    if exclude_self and q.shape == r.shape and fits(k, rows) and torch.equal(q, r):
+        found = list(symmetric_search(q, k, rows))
+        return torch.cat([d for _, d, _ in found]).float(), torch.cat([i for _, _, i in found])
     r_sq = (r * r).sum(1)  # (R,)
     out_d, out_i = [], []
     for qs in range(0, q.shape[0], chunk_size):

@@ -12,9 +12,11 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
+from weakdml.blocks import padded_rows
 from weakdml.errors import UserError
 from weakdml.evaluation.faiss_index import FaissIndex
 from weakdml.evaluation.knn import ArrayLike, Backend, as_queries_and_refs, check_backend, common_scale
+from weakdml.evaluation.symmetric_knn import fits, symmetric_search
 
 
 def _hits(query_labels: ArrayLike, neighbour_labels: ArrayLike) -> torch.Tensor:
@@ -137,17 +139,27 @@ def ranked_neighbour_labels(
 
     The torch backend ranks each chunk against all refs at once (a (C, N) block of at most ``max_block`` squared
     distances less each query's own squared norm, which leaves its order as it is) with one top-k, so a query asking
-    for R = 6,000 neighbours costs one partial sort, not a merge per block of refs.
+    for R = 6,000 neighbours costs one partial sort, not a merge per block of refs. Leave-one-out with few neighbours
+    (R of a few dozen, as in CUB, Cars or SOP) computes each distance once instead (``symmetric_knn``).
     """
     check_backend(backend)
     refs, n = refs.to(queries.device, queries.dtype), len(refs)
     scale = common_scale(queries, refs) if len(queries) and n else 1.0
     queries, refs = queries / scale, refs / scale  # exact (a power of two): distances in range at any scale
     rows = max(1, min(chunk_size, max_block // n))
-    r_sq = (refs * refs).sum(1)  # (N,)
+    if exclude_self and backend == "torch" and len(queries) == n > 1 and fits(most := min(int(k.max()), n - 1), rows):
+        with _exact(queries.device):  # every (N, most) list is held by the search anyway
+            found = list(symmetric_search(queries, most, rows))
+        labels = ref_labels.to(queries.device)
+        for start, _, idx in found:
+            end = start + len(idx)
+            yield slice(start, end), labels[idx[:, : min(int(k[start:end].max()), n - 1)]]
+        return
     index = FaissIndex(refs, backend) if backend != "torch" else None  # built once for every chunk
+    r_sq = (refs * refs).sum(1)  # (N,)
     labels = torch.cat([ref_labels, ref_labels.new_full((1,), -1)])  # index -1 (not found by an approximate search)
-    block = queries.new_empty(min(rows, len(queries)), n) if index is None else None  # reused: its pages fault once
+    height = min(rows, len(queries))  # the block is reused: its pages fault once
+    block = padded_rows(queries.new_empty(height * (n + 16)), height, n) if index is None else None
     for start in range(0, len(queries), rows):
         qc = queries[start : start + rows]  # (C, D)
         kc = min(int(k[start : start + rows].max()), n - int(exclude_self))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from weakdml.blocks import padded_rows
 from weakdml.errors import UserError
 
 
@@ -123,15 +124,16 @@ class ClassStatistics(torch.nn.Module):
         mean, variance, n_valid = self.mean[columns], self.variance[columns], n[columns]
         k = min(self.num_neighbours, len(columns))  # a row's own class, if picked, gets weight 0 (distance inf)
         squared_norms = (mean * mean).sum(1), (variance * variance).sum(1)  # (C_valid,) each
-        blocks = out.new_empty(2, min(chunk_size, len(rows)), len(columns))  # reused by every chunk
+        height = min(chunk_size, len(rows))  # two blocks reused by every chunk, their rows 64-byte aligned
+        blocks = [padded_rows(out.new_empty(height * (len(columns) + 16)), height, len(columns)) for _ in range(2)]
         for start in range(0, len(rows), chunk_size):
             r = rows[start : start + chunk_size]  # (B,) classes to correct
             own = position[r].unsqueeze(1)  # (B, 1) each row's column among the candidates, -1 if none
             own_column, own_out = own.clamp_min(0), torch.where(own >= 0, torch.inf, 0.0).to(out.dtype)
             # Squared distances, (B, C_valid): min, max and order are those of the distances, so the square roots are
             # taken only of what is used. The row's own class (distance 0) never changes a maximum.
-            sq_mean = _squared_distances(self.mean[r], mean, squared_norms[0], blocks[0, : len(r)])
-            sq_cov = _squared_distances(self.variance[r], variance, squared_norms[1], blocks[1, : len(r)])
+            sq_mean = _squared_distances(self.mean[r], mean, squared_norms[0], blocks[0][: len(r)])
+            sq_cov = _squared_distances(self.variance[r], variance, squared_norms[1], blocks[1][: len(r)])
             hi_mean, hi_cov = sq_mean.amax(1, keepdim=True).sqrt(), sq_cov.amax(1, keepdim=True).sqrt()
             sq_mean.scatter_add_(1, own_column, own_out), sq_cov.scatter_add_(1, own_column, own_out)  # own class: inf
             nearest_sq, nearest = sq_mean.topk(k, dim=1, largest=False)  # (B, K) among the candidates
