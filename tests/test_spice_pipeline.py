@@ -163,6 +163,40 @@ def test_a_stage_again_with_other_settings_is_a_new_run_that_keeps_the_earlier_s
     assert ours > theirs  # a looser neighbour ratio (0.5 against 0.8), no balancing: more images
 
 
+def test_the_labels_given_once_name_the_clusters_of_later_stages_and_of_runs_continued_with_out(spice_run, tmp_path):
+    few = tmp_path / "few.csv"
+    few.write_text("file,label\n" + "".join(f"train/{i},name{i % 3}\n" for i in range(12)))
+    first = cluster_module.run_stage(spice_run, "reliable", {"out": str(tmp_path / "first"), "spice_ratio": 0.5},
+                                     few).run_dir
+    few.unlink()  # the run holds its own copy
+    assert (first / "labels.csv").read_text().startswith("file,label\ntrain/0,name0\n")
+    named = cluster_module.run_stage(first, "semi", {})  # no --labels: the run's copy names the clusters
+    assert set(named.metrics["cluster_names"].values()) <= {"name0", "name1", "name2"}
+    assert next(csv.reader((first / "predictions.csv").open())) == ["file", "cluster", "confidence", "label"]
+    second = _reliable_again(first, tmp_path / "second", spice_ratio=0.6)  # a run continued from it with --out
+    assert (second / "labels.csv").read_text() == (first / "labels.csv").read_text()
+    assert "cluster_names" in json.loads((second / "cluster_metrics.json").read_text())
+    assert not (spice_run / "labels.csv").exists()  # the run branched from is left as it was
+
+
+def test_embed_a_stage_of_a_clustering_run(spice_run, tmp_path):
+    from weakdml.engine.embed import embed_run
+
+    out, n = embed_run(spice_run, stage="pretrain")
+    assert out == spice_run / "00-pretrain" and n == 1437 + 360  # by default beside the stage's weights
+    moco = np.load(out / "embeddings.npy")
+    heads = np.load(embed_run(spice_run, tmp_path / "self", stage="self")[0] / "embeddings.npy")
+    semi = np.load(embed_run(spice_run, tmp_path / "semi")[0] / "embeddings.npy")  # the run's model: SPICE-Semi's
+    assert moco.shape == semi.shape and np.allclose(moco, heads, atol=1e-6)  # SPICE-Self keeps MoCo's backbone frozen
+    assert not np.allclose(moco, semi, atol=1e-3)
+    assert (out / "ids.txt").read_text().splitlines()[:2] == ["train/0", "train/1"]
+    with pytest.raises(UserError, match="the reliable stage of .* trains no network: give one of pretrain, self, "
+                                        "semi"):
+        embed_run(spice_run, tmp_path / "x", stage="reliable")
+    with pytest.raises(UserError, match="the moco stage of .* is not one of its stages"):
+        embed_run(spice_run, tmp_path / "x", stage="moco")
+
+
 def test_strict_thresholds_relax_per_cluster_with_a_report_or_fail_naming_the_cluster(spice_run, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="weakdml")
     run_dir = _reliable_again(spice_run, tmp_path / "run", spice_ratio=1.0, spice_score=0.999)
@@ -217,8 +251,8 @@ def test_cluster_a_folder_of_pngs_names_the_clusters_from_a_few_labels(tmp_path,
     shown = capsys.readouterr()
     assert f"run directory: {out}" in shown.out
     # epochs are numbered across the stages; a later stage also shows its own count
-    assert re.search(r"^epoch 1/2  loss", shown.err, re.M)
-    assert re.search(r"^epoch 3/12 \(this stage: 1/10\)  loss", shown.err, re.M)
+    assert re.search(r"^epoch 1/2  loss", shown.err, re.MULTILINE)
+    assert re.search(r"^epoch 3/12 \(this stage: 1/10\)  loss", shown.err, re.MULTILINE)
     assert "test_cluster_accuracy not measured (no labelled test images, or nothing to score them with)" in shown.err
     assert "accuracy nan" not in shown.err
 

@@ -121,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (with config.yaml and best.pt)")
     p.add_argument("--dataset", default=None, help="embed this data set's images instead of the run's")
     p.add_argument("--data-root", default=None, help="where --dataset's files are")
-    p.add_argument("--out", default=None, help="folder of the two files (default: RUN_DIR)")
+    p.add_argument("--out", default=None, help="folder of the two files (default: RUN_DIR, or the stage's folder)")
+    p.add_argument("--stage", default=None, help="the network of this finished stage of a run of stages, not the "
+                                                 "run's model (e.g. pretrain: a clustering run's MoCo backbone)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
 
     p = sub.add_parser("evaluate", help="recompute the test metrics of a run from its best model")
@@ -248,7 +250,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
     from weakdml.engine.embed import embed_run
 
     out, n = embed_run(Path(args.run_dir), Path(args.out) if args.out else None, args.dataset, args.data_root,
-                       args.device)
+                       args.device, args.stage)
     print(f"{n} embeddings: {out / 'embeddings.npy'}, ids: {out / 'ids.txt'}")
 
 

@@ -3,7 +3,8 @@
 people: ``predictions.csv`` (file, cluster, confidence[, label]), ``clusters.png`` (the most confident images of each
 cluster) and ``cluster_metrics.json`` (its size, and ACC/NMI/ARI where the data set's ground truth exists — read
 here, for scoring only). ``--labels FEW.csv`` (file, label for a few images) names the clusters by Hungarian matching
-and reports how many of those images their cluster's name agrees with.
+and reports how many of those images their cluster's name agrees with; the run keeps a copy (``labels.csv``) that
+names the clusters of its later stages and of the runs continued from it with ``--out``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ STAGE_SETTINGS = {
 # how it labelled images (a clustering labels none).
 TAKEN_FROM_PRETRAINING = ("backbone", "width", "grey_as_rgb", "small_stem", "input_norm", "seed")
 LABELLING = ("labeled_fraction", "labels_per_class", "val_fraction", "val_classes", "split")
+KEPT_LABELS = "labels.csv"  # the run's copy of the last --labels file given to it
 
 
 @dataclass
@@ -93,7 +95,7 @@ def run_stage(run_dir: Path, stage: str, overrides: dict[str, Any], labels_file:
     later = set().union(*(STAGE_SETTINGS[s] for s in stages[index:])) | {"spice_until"}
     if overrides.get("out") and Path(overrides["out"]).resolve() != run_dir.resolve():
         _, branch = run.train_from_stages(run_dir, index, overrides, later)
-        return resume_cluster(branch, {}, labels_file)
+        return resume_cluster(branch, {}, labels_file or kept_labels(run_dir))
     kept = saved.to_dict()["spice"]
     changed = [name for name, value in overrides.items() if name in later - {"spice_until"}
                and not same_setting(value, kept[name])]
@@ -106,12 +108,14 @@ def run_stage(run_dir: Path, stage: str, overrides: dict[str, Any], labels_file:
 
 def outputs(run_dir: Path, labels_file: Path | None) -> ClusterSummary:
     """Predict every image clustered with the run's model and write what people read (see the module's text); a
-    run stopped after pretraining has no clusters yet and gets none."""
+    run stopped after pretraining has no clusters yet and gets none. Without a labels file, the run's copy of the last
+    one given names the clusters."""
     cfg, data, method, _ = run.load_run(run_dir)
     metrics: dict[str, Any] = {"stage": cfg.spice.spice_until}
     if cfg.spice.spice_until == "pretrain":
         log.info(f"{run_dir}: pretrained; cluster with `weakdml cluster-self {run_dir}`")
         return ClusterSummary(run_dir, metrics)
+    labels_file = labels_file or kept_labels(run_dir)
     probabilities = method.predict_all(data.train.unlabeled).exp().cpu()  # (N, C): log-softmax scores
     confidence, clusters = probabilities.max(1)
     ids = image_ids(data)
@@ -126,11 +130,23 @@ def outputs(run_dir: Path, labels_file: Path | None) -> ClusterSummary:
         return ClusterSummary(run_dir, metrics)
     rows = [[i, int(c), f"{float(p):.4f}", *([names.get(int(c), "")] if names else [])]
             for i, c, p in zip(ids, clusters, confidence)]
+    if labels_file is not None and labels_file.resolve() != (run_dir / KEPT_LABELS).resolve():
+        with atomic_writer(run_dir / KEPT_LABELS) as handle:
+            handle.write(labels_file.read_text(encoding="utf-8"))
     with atomic_writer(run_dir / "predictions.csv") as handle:
         csv.writer(handle).writerows([["file", "cluster", "confidence", *(["label"] if names else [])], *rows])
     cluster_grid(data.train.unlabeled, clusters, confidence, probabilities.shape[1], run_dir / "clusters.png")
     write_json_atomic(run_dir / "cluster_metrics.json", metrics)
     return ClusterSummary(run_dir, metrics)
+
+
+def kept_labels(run_dir: Path) -> Path | None:
+    """The run's copy of the last labels file given to it, if any."""
+    kept = run_dir / KEPT_LABELS
+    if kept.is_file():
+        log.info(f"naming the clusters from {kept} (the labels given to the run earlier; --labels gives others)")
+        return kept
+    return None
 
 
 def read_labels(labels_file: Path) -> list[tuple[str, str]]:

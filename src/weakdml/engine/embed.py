@@ -16,6 +16,7 @@ from weakdml.data.augment import eval_view
 from weakdml.data.prepare import load_bundle
 from weakdml.data.sources import ImageSource
 from weakdml.engine import dist, run
+from weakdml.engine.pipeline import pipeline_for
 from weakdml.errors import UserError
 from weakdml.methods.base import Method
 
@@ -35,10 +36,14 @@ def pooled_features(method: Method, source: ImageSource, crop: int | None) -> to
 
 
 def embed_run(run_dir: Path, out: Path | None = None, dataset: str | None = None, data_root: str | None = None,
-              device: str = "auto") -> tuple[Path, int]:
+              device: str = "auto", stage: str | None = None) -> tuple[Path, int]:
     """Write the embeddings of the run's data set (or ``dataset``, read from ``data_root``) into ``out`` (default:
-    the run directory); returns the folder and the number of images."""
-    cfg, data, method, _ = run.load_run(run_dir, device)
+    the run directory, or the stage's), by the run's model or that of its finished ``stage``; returns the folder and
+    the number of images."""
+    cfg, data, method, _ = run.load_run(run_dir, device, stage=stage)
+    if out is None and stage is not None:
+        pipeline = pipeline_for(cfg)
+        out = pipeline.directory(run_dir, run.finished_trained_stage(pipeline, run_dir, stage))
     bundle = data.bundle
     if dataset is not None:
         bundle = load_bundle(dataclasses.replace(cfg, data=dataclasses.replace(

@@ -251,24 +251,38 @@ def _attach_log_file(run_dir: Path) -> None:
     log.addHandler(handler)
 
 
-def load_run(run_dir: Path, device: str = "auto", data_root: str | None = None) -> tuple[Config, PreparedData,
-                                                                                        Method, Task]:
-    """Rebuild a run's data, split, task and the method of the stage its ``best.pt`` comes from, with those
-    weights (for evaluation and plots)."""
+def load_run(run_dir: Path, device: str = "auto", data_root: str | None = None, stage: str | None = None
+             ) -> tuple[Config, PreparedData, Method, Task]:
+    """Rebuild a run's data, split, task and the method of the stage its ``best.pt`` comes from (or of the finished
+    trained ``stage`` named), with those weights (for evaluation, embeddings and plots)."""
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "best.pt").is_file():
         raise UserError(f"{run_dir} is not a weakdml run directory with a trained model (config.yaml and best.pt)")
     _refuse_old_layout(run_dir)
     cfg = build_config(run_dir / "config.yaml", {"device": device, "data_root": data_root})
     pipeline = pipeline_for(cfg)
+    index = kept_stage(pipeline, run_dir) if stage is None else finished_trained_stage(pipeline, run_dir, stage)
+    weights = run_dir / "best.pt" if stage is None else pipeline.directory(run_dir, index) / "best.pt"
     data, task, monitor = prepare_run(cfg, pipeline, run_dir / "split.json")
-    stage = pipeline.stages[kept_stage(pipeline, run_dir)]
-    assert isinstance(stage, TrainStage)
+    trained = pipeline.stages[index]
+    assert isinstance(trained, TrainStage)
     device = resolve_device(dist.start(cfg.train.device))  # under torchrun, each process its share of the images
-    method = stage.build(StageContext(data, device, task, monitor, MetricsLog(run_dir, tensorboard=False),
-                                      _artifacts(pipeline, run_dir)))
-    load_weights(method, load_checkpoint(run_dir / "best.pt", map_location=method.device)["method"],
-                 run_dir / "best.pt")
+    method = trained.build(StageContext(data, device, task, monitor, MetricsLog(run_dir, tensorboard=False),
+                                        _artifacts(pipeline, run_dir)))
+    load_weights(method, load_checkpoint(weights, map_location=method.device)["method"], weights)
     return cfg, data, method, task
+
+
+def finished_trained_stage(pipeline: Pipeline, run_dir: Path, name: str) -> int:
+    """The index of the trained stage ``name`` of a run, which has finished it; else a UserError saying why not."""
+    names = [s.name for s in pipeline.stages]
+    trained = [names[i] for i in pipeline.trained]
+    if name not in trained:
+        what = "trains no network" if name in names else "is not one of its stages"
+        raise UserError(f"the {name} stage of {run_dir} {what}: give one of {', '.join(trained)}")
+    index = names.index(name)
+    if not (pipeline.directory(run_dir, index) / DONE).is_file():
+        raise UserError(f"{run_dir} has not finished its {name} stage")
+    return index
 
 
 def _artifacts(pipeline: Pipeline, run_dir: Path) -> dict[str, Path]:
