@@ -19,7 +19,7 @@ from weakdml.data.augment_contrastive import (
 from weakdml.errors import UserError
 
 import_torchvision()
-from torchvision.transforms.v2 import functional as TF  # noqa: E402
+from torchvision.transforms.v2 import functional as TF
 
 
 def _images(b=6, c=3, size=16, seed=0):

@@ -80,7 +80,7 @@ class IAALoss(torch.nn.Module):
         num_copies: int = 3,
         lam: float = 0.8,
         seed: int = 0,
-        **statistics: float | int | bool,
+        **statistics: float | bool,
     ) -> None:
         super().__init__()
         if not isinstance(loss, WRAPPABLE):

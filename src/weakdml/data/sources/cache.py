@@ -182,8 +182,7 @@ def _write_rows(task: tuple[Path, int, list[Path], tuple[int, int, int]]) -> int
     partial, start, paths, shape = task
     with open(partial, "r+b") as file:
         file.seek(start * math.prod(shape))
-        for path in paths:
-            file.write(decode_image(path, shape).tobytes())
+        file.writelines(decode_image(path, shape).tobytes() for path in paths)
     return len(paths)
 
 
