@@ -275,6 +275,26 @@ def test_clustering_accuracy_matches_brute_force(n_clusters):
     assert len(mapping) == min(n_clusters, 3) and len(set(mapping.values())) == len(mapping)
 
 
+@pytest.mark.parametrize("shape", [(40, 40), (25, 60), (60, 25)])  # clusters x classes
+def test_clustering_accuracy_matches_dense_hungarian(shape):
+    from scipy.optimize import linear_sum_assignment
+
+    g = np.random.default_rng(sum(shape))
+    y = g.integers(0, shape[1], 2000)
+    c = np.where(g.random(2000) < 0.4, y % shape[0], g.integers(0, shape[0], 2000))
+    table = np.zeros(shape, np.int64)
+    np.add.at(table, (c, y), 1)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    acc, mapping = clustering_accuracy(y, c)
+    assert acc == table[rows, cols].sum() / len(y)
+    assert sum(table[k, v] for k, v in mapping.items()) / len(y) == acc and len(set(mapping.values())) == len(mapping)
+
+
+def test_clustering_accuracy_leaves_a_cluster_without_its_class_unmatched():
+    acc, mapping = clustering_accuracy([0, 0, 0, 0, 1], [5, 5, 5, 6, 7])  # cluster 6 holds only class 0, taken by 5
+    assert acc == 4 / 5 and mapping == {5: 0, 7: 1}
+
+
 def test_kmeans_recovers_blobs():
     x, y = blobs(300, 4, spread=10.0, seed=14)
     c = kmeans(x, 4, seed=0)
