@@ -132,16 +132,16 @@ def update_times(n: int, classes: int) -> dict[str, dict[str, float]]:
 
 def markdown(result: dict) -> str:
     steps, lines = result["steps_ms"], []
-    lines += [f"batch {BATCH} (random 1x28x28 images), {DIM}-d, {CLASSES} classes x 4, MS loss + miner (thresh 0.5, "
+    lines += [(f"batch {BATCH} (random 1x28x28 images), {DIM}-d, {CLASSES} classes x 4, MS loss + miner (thresh 0.5, "
               f"margin 0.1, scale_pos 2, scale_neg 40); {result['machine']}, {result['threads']} threads, torch "
-              f"{result['torch']}; median of {result['repeats']} rounds after 3 warm-up, interleaved", "",
+              f"{result['torch']}; median of {result['repeats']} rounds after 3 warm-up, interleaved"), "",
               "| part | MS ms | MS+IAA (M = 3) ms | × MS | target ≤ 1.15× |", "|---|---|---|---|---|"]
     for kind in ("loss", "small-cnn step"):
         ratio = steps["ms+iaa"][kind] / steps["ms"][kind]
         lines.append(f"| {kind} | {steps['ms'][kind]:.1f} | {steps['ms+iaa'][kind]:.1f} | {ratio:.2f}× | "
                      f"{'yes' if ratio <= TARGET_STEP else 'no'} |")
-    lines += ["", f"Statistics update, {result['sop_n']:,} embeddings x {DIM}-d in {result['sop_classes']:,} classes "
-                  "(per-class mode), one run each", "",
+    lines += ["", (f"Statistics update, {result['sop_n']:,} embeddings x {DIM}-d in {result['sop_classes']:,} classes "
+                  "(per-class mode), one run each"), "",
               "| update | vectorised s | per-class loop s | speed-up | same values | target ≥ 20× |",
               "|---|---|---|---|---|---|"]
     for name, u in result["update"].items():

@@ -23,7 +23,8 @@ IDX = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashio
 
 
 def read_idx(name: str) -> np.ndarray:
-    data = gzip.open(IDX / name).read()
+    with gzip.open(IDX / name) as handle:
+        data = handle.read()
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)

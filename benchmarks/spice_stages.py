@@ -116,19 +116,19 @@ def markdown(result: dict) -> str:
     steps, pseudo, rel = result["steps_ms"], result["pseudo_labels_ms"], result["reliable"]
     ratio, speedup = steps["moco"] / steps["cross-entropy"], pseudo["loop"] / pseudo["vectorised"]
     return "\n".join([
-        f"{result['machine']}, {result['threads']} threads, torch {result['torch']}; medians of {result['repeats']} "
-        "interleaved rounds", "",
+        (f"{result['machine']}, {result['threads']} threads, torch {result['torch']}; medians of {result['repeats']} "
+        "interleaved rounds"), "",
         "| part | weakdml | reference | ratio | target |", "|---|---|---|---|---|",
-        f"| MoCo v2 step vs cross-entropy step (small-cnn, batch {STEP_BATCH}, augmentation included) | "
+        (f"| MoCo v2 step vs cross-entropy step (small-cnn, batch {STEP_BATCH}, augmentation included) | "
         f"{steps['moco']:.1f} ms | {steps['cross-entropy']:.1f} ms | {ratio:.2f}× | ≤ {TARGET_STEP}×: "
-        f"{'yes' if ratio <= TARGET_STEP else 'no'} |",
-        f"| SPICE-Self pseudo-labels, {BIG_BATCH:,} images × {HEADS} heads × {CLUSTERS} clusters, {DIM}-d, vs a "
+        f"{'yes' if ratio <= TARGET_STEP else 'no'} |"),
+        (f"| SPICE-Self pseudo-labels, {BIG_BATCH:,} images × {HEADS} heads × {CLUSTERS} clusters, {DIM}-d, vs a "
         f"loop with the original's structure (same selection: {'yes' if pseudo['same'] else 'no'}) | "
         f"{pseudo['vectorised']:.1f} ms | {pseudo['loop']:.1f} ms | {speedup:.1f}× faster | ≥ {TARGET_PSEUDO}×: "
-        f"{'yes' if speedup >= TARGET_PSEUDO else 'no'} |",
-        f"| reliable samples over {RELIABLE_N:,} × {DIM}-d embeddings, k {RELIABLE_K} (fresh process) | "
+        f"{'yes' if speedup >= TARGET_PSEUDO else 'no'} |"),
+        (f"| reliable samples over {RELIABLE_N:,} × {DIM}-d embeddings, k {RELIABLE_K} (fresh process) | "
         f"{rel['seconds']:.1f} s, peak {rel['peak_gb']:.2f} GB (embeddings {rel['embeddings_gb']:.2f} GB), "
-        f"{rel['reliable']:,} reliable | | | |", ""])
+        f"{rel['reliable']:,} reliable | | | |"), ""])
 
 
 def main() -> None:

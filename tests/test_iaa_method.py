@@ -68,7 +68,7 @@ def test_iaa_noise_depends_on_seed_and_epoch_only():
     """A resumed run draws the copies of an epoch as the uninterrupted one did."""
     drawn = []
     for _ in range(2):
-        m, batch = tiny("ms", iaa=True, iaa_start_epoch=0)
+        m, _batch = tiny("ms", iaa=True, iaa_start_epoch=0)
         m.on_epoch_start(3)
         drawn.append(m.iaa.synthesize(torch.zeros(4, m.model.dim), torch.arange(4)))
     assert torch.equal(*drawn) and drawn[0].abs().sum() > 0

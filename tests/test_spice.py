@@ -94,7 +94,7 @@ def _reference_reliable(features, probabilities, k, ratio, score):
 
 
 def test_reliable_samples_equal_a_loop():
-    features, probabilities, predicted = _blobs()
+    features, probabilities, _predicted = _blobs()
     g = torch.Generator().manual_seed(1)
     flipped = torch.randperm(90, generator=g)[:12]  # wrong predictions inside other blobs, and less confidence
     probabilities[flipped] = probabilities[flipped].roll(1, dims=1)

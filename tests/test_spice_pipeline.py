@@ -326,9 +326,9 @@ def test_spice_self_big_batch_defaults_to_a_tenth_of_the_images_and_warns_when_a
     assert messages == [] and big_batch(cfg, data.train) == 500 == 50 * 10  # 1,437 digits: 50 a cluster, not 143
     cfg, data, messages = warnings_with(1000)
     assert big_batch(cfg, data.train) == 1000
-    assert messages == [f"SPICE-Self: {images:,} images in big batches of 1,000 give the heads 2 step(s) an epoch, "
+    assert messages == [(f"SPICE-Self: {images:,} images in big batches of 1,000 give the heads 2 step(s) an epoch, "
                         f"one pseudo-labelling each; a 10,000-image folder clustered at 0.55 ACC with 2 an epoch and "
-                        f"0.70 with 10: consider --spice-self-batch 500 (the default here)"]
+                        f"0.70 with 10: consider --spice-self-batch 500 (the default here)")]
     assert warnings_with(300)[2] == []  # more steps than the default gives
     def of(images):
         return default_big_batch(cfg, SimpleNamespace(unlabeled=range(images), num_classes=10))

@@ -111,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("run_dir", metavar="RUN_DIR")
         p.add_argument("--labels", default=None, metavar="FEW.csv", help="name the clusters from a few labels")
         _add_config_flags(p, ("spice",), exclude=("spice_until",))
-        for flag, help_text in (("--out", "new run directory: cluster-self on a pretraining run, or this stage "
-                                          "again with other settings, keeping RUN_DIR's earlier stages"),
+        for flag, help_text in (("--out", ("new run directory: cluster-self on a pretraining run, or this stage "
+                                          "again with other settings, keeping RUN_DIR's earlier stages")),
                                 ("--device", "auto, cpu, cuda, cuda:N or mps"), ("--progress", "auto, on or off")):
             p.add_argument(flag, default=None, help=help_text)
 
@@ -362,7 +362,7 @@ COMMANDS = {"datasets": cmd_datasets, "split": cmd_split, "train": cmd_train, "p
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if dist.launched_rank() != 0:  # of torchrun's processes, rank 0 reports
-        sys.stdout = open(os.devnull, "w", encoding="utf-8")
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the rest of the process
     code = 1
     try:
         code = run_command(args)

@@ -43,7 +43,7 @@ def load_weights(module: torch.nn.Module, weights: dict[str, Any], path: Path) -
         missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
         resized = [k for k in set(own) & set(weights) if hasattr(weights[k], "shape")
                    and tuple(weights[k].shape) != tuple(own[k].shape)]
-        parts = [f"{len(names)} {what} (e.g. {sorted(names)[0]})" for names, what in
+        parts = [f"{len(names)} {what} (e.g. {min(names)})" for names, what in
                  ((missing, "missing"), (unexpected, "unexpected"), (resized, "of another shape")) if names]
         raise UserError(f"checkpoint {path} was saved from another model than this run's settings build "
                         f"({'; '.join(parts) or 'tensors differ'}): --backbone, --width, --embedding-dim or the "

@@ -122,7 +122,7 @@ def computed_once(compute: Callable[[], T]) -> T:
     if is_main():
         try:
             box[0] = ("ok", compute())
-        except BaseException as error:  # told to the others first, then raised here
+        except BaseException as error:  # noqa: BLE001 - told to the others first, then raised here
             failure, box[0] = error, ("failed", str(error))
     torch_dist.broadcast_object_list(box, src=0)
     if failure is not None:
