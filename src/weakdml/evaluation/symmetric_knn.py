@@ -71,13 +71,24 @@ def _merge_dense(best_d: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, of
 
 def _merge_below(best_d: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, offset: int) -> None:
     """The same along the columns of ``d`` (C, M): column j's candidates, rows ``offset``.. of the set, for row j of
-    ``best_d`` (M, k); only the distances below its current k-th can enter, so only those are gathered."""
-    rows, columns = torch.nonzero(d < best_d.amax(1), as_tuple=True)  # (P,) each, row-major
+    ``best_d`` (M, k); only the distances below its current k-th can enter, so only those are gathered. Where they
+    are many (more than k/4 a column on average, or more than k in one: the first chunks, whose thresholds come
+    from one chunk), the block's columns are ranked densely instead, so the memory stays of the order of the
+    running top-k's."""
+    below = d < best_d.amax(1)  # (C, M)
+    k = best_d.shape[1]
+    if int(torch.count_nonzero(below)) > len(best_d) * k // 4:  # (a per-column count would upcast the whole mask)
+        _merge_columns_densely(best_d, best_i, d, offset)
+        return
+    rows, columns = torch.nonzero(below, as_tuple=True)  # (P,) each, row-major
     if len(columns) == 0:
         return
     columns, order = columns.sort(stable=True)
     rows = rows[order]
     touched, counts = torch.unique_consecutive(columns, return_counts=True)  # (T,) columns with a candidate
+    if int(counts.max()) > k:
+        _merge_columns_densely(best_d, best_i, d, offset)
+        return
     first = torch.cumsum(counts, 0) - counts  # (T,) each one's first position among the candidates
     slot = torch.arange(len(columns), device=d.device) - first.repeat_interleave(counts)  # (P,) its rank there
     which = torch.repeat_interleave(torch.arange(len(touched), device=d.device), counts)  # (P,) its column's number
@@ -88,6 +99,11 @@ def _merge_below(best_d: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, of
     sub_d, sub_i = best_d[touched], best_i[touched]
     _keep_smallest(sub_d, sub_i, new_d, new_i)
     best_d[touched], best_i[touched] = sub_d, sub_i
+
+
+def _merge_columns_densely(best_d: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, offset: int) -> None:
+    new_d, new_i = d.topk(min(best_d.shape[1], d.shape[0]), dim=0, largest=False, sorted=False)  # (k', M)
+    _keep_smallest(best_d, best_i, new_d.T, new_i.T + offset)
 
 
 def _keep_smallest(best_d: torch.Tensor, best_i: torch.Tensor, new_d: torch.Tensor, new_i: torch.Tensor) -> None:
