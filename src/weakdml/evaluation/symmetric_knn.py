@@ -86,13 +86,13 @@ def _merge_below(best_d: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, of
     columns, order = columns.sort(stable=True)
     rows = rows[order]
     touched, counts = torch.unique_consecutive(columns, return_counts=True)  # (T,) columns with a candidate
-    if int(counts.max()) > k:
+    width = int(counts.max())
+    if width > k:
         _merge_columns_densely(best_d, best_i, d, offset)
         return
     first = torch.cumsum(counts, 0) - counts  # (T,) each one's first position among the candidates
     slot = torch.arange(len(columns), device=d.device) - first.repeat_interleave(counts)  # (P,) its rank there
     which = torch.repeat_interleave(torch.arange(len(touched), device=d.device), counts)  # (P,) its column's number
-    width = int(counts.max())
     new_d = d.new_full((len(touched), width), torch.inf).index_put_((which, slot), d[rows, columns])
     new_i = torch.zeros(len(touched), width, dtype=torch.long, device=d.device).index_put_((which, slot),
                                                                                            rows + offset)
