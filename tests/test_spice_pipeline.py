@@ -273,7 +273,7 @@ def test_bad_cluster_input_is_one_line(tmp_path, capsys, case, message):
         (folder / "bad.png").write_bytes(b"not a png")
     if case == "labels":
         (tmp_path / "few.csv").write_text("nothere.png,a\n")
-        args += ["--labels", str(tmp_path / "few.csv"), "--spice-until", "self"]
+        args += ["--labels", str(tmp_path / "few.csv")]
     if case == "label-missing":
         (tmp_path / "few.csv").write_text("file,label\nimg000.png,a\nimg001.png,\n")
         args += ["--labels", str(tmp_path / "few.csv")]
@@ -281,9 +281,10 @@ def test_bad_cluster_input_is_one_line(tmp_path, capsys, case, message):
         args.remove("--num-clusters")
         args.remove("3")
     assert cli.main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the training log where the clustering ran
-    assert err.startswith("weakdml: error: ")
-    assert re.search(message, err), err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("weakdml: error: "), err  # refused before any stage trained
+    assert re.search(message, err[0]), err
+    assert not (tmp_path / "run" / "00-pretrain").exists()
 
 
 def test_spice_refuses_labelled_images_and_a_stage_it_does_not_have(tmp_path):

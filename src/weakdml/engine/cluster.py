@@ -19,6 +19,7 @@ import torch
 
 from weakdml.atomic import atomic_writer, write_json_atomic
 from weakdml.config import Config, build_config, same_setting
+from weakdml.data.prepare import PreparedData
 from weakdml.engine import dist, run
 from weakdml.engine.pipeline import pipeline_for
 from weakdml.engine.stages import DONE
@@ -54,14 +55,12 @@ class ClusterSummary:
 
 def cluster(cfg: Config, labels_file: Path | None = None, force: bool = False) -> ClusterSummary:
     """A new clustering run as configured (every stage up to ``--spice-until``), then its outputs; the labels file is
-    read first (its files are matched with the images after the clustering)."""
-    if labels_file is not None:
-        read_labels(labels_file)
-    return outputs(run.train(cfg, force).run_dir, labels_file)
+    checked against the images before any stage trains."""
+    return outputs(run.train(cfg, force, labels_check(labels_file)).run_dir, labels_file)
 
 
 def resume_cluster(run_dir: Path, overrides: dict[str, Any], labels_file: Path | None = None) -> ClusterSummary:
-    return outputs(run.resume(run_dir, overrides).run_dir, labels_file)
+    return outputs(run.resume(run_dir, overrides, labels_check(labels_file)).run_dir, labels_file)
 
 
 def run_stage(run_dir: Path, stage: str, overrides: dict[str, Any], labels_file: Path | None = None
@@ -165,16 +164,35 @@ def read_labels(labels_file: Path) -> list[tuple[str, str]]:
     return [(row[0].strip(), row[1].strip()) for row in rows]
 
 
-def name_clusters(labels_file: Path, ids: list[str], clusters: torch.Tensor) -> tuple[dict[int, str], float, int]:
-    """Cluster names from a few labelled images (``read_labels``): the Hungarian matching of clusters to labels that
-    agrees with most of them; returns the names (of the clusters that hold such an image), the share of those images
-    whose cluster is named by their own label, and their number. Files are matched by path or by name."""
+def labelled_images(labels_file: Path, ids: list[str]) -> tuple[list[str], list[int]]:
+    """The labels of a labels file (``read_labels``) and the positions among ``ids`` of the files they label, each
+    file matched by its path or its name."""
     where = {Path(name).name: i for i, name in enumerate(ids)} | {name: i for i, name in enumerate(ids)}
     rows = read_labels(labels_file)
     for number, (file, _) in enumerate(rows, 1):
         if file not in where:
             raise UserError(f"{labels_file}, row {number}: {file} is not among the images clustered")
-    classes = sorted({label for _, label in rows})
-    y = torch.tensor([classes.index(label) for _, label in rows])
-    agreement, mapping = clustering_accuracy(y, clusters[torch.tensor([where[file] for file, _ in rows])])
-    return {int(c): classes[k] for c, k in mapping.items()}, agreement, len(rows)
+    return [label for _, label in rows], [where[file] for file, _ in rows]
+
+
+def labels_check(labels_file: Path | None) -> run.DataCheck | None:
+    """The check that a labels file names images of the data clustered (the file itself is read at once)."""
+    if labels_file is None:
+        return None
+    read_labels(labels_file)
+
+    def check(data: PreparedData) -> None:
+        labelled_images(labels_file, image_ids(data))
+
+    return check
+
+
+def name_clusters(labels_file: Path, ids: list[str], clusters: torch.Tensor) -> tuple[dict[int, str], float, int]:
+    """Cluster names from a few labelled images (``labelled_images``): the Hungarian matching of clusters to labels
+    that agrees with most of them; returns the names (of the clusters that hold such an image), the share of those
+    images whose cluster is named by their own label, and their number."""
+    labels, positions = labelled_images(labels_file, ids)
+    classes = sorted(set(labels))
+    y = torch.tensor([classes.index(label) for label in labels])
+    agreement, mapping = clustering_accuracy(y, clusters[torch.tensor(positions)])
+    return {int(c): classes[k] for c, k in mapping.items()}, agreement, len(labels)

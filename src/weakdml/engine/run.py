@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from weakdml.errors import UserError
 from weakdml.methods.base import Method
 
 log = logging.getLogger("weakdml")
+DataCheck = Callable[[PreparedData], None]  # raises UserError if the data does not suit the caller
 RESUMABLE_SETTINGS = settings_with_role("extendable", "bookkeeping", "location")
 
 
@@ -78,9 +80,10 @@ def extending_flags(method: str) -> str:
                      if fields[name][0] in sections)
 
 
-def train(cfg: Config, force: bool = False) -> RunSummary:
+def train(cfg: Config, force: bool = False, check: DataCheck | None = None) -> RunSummary:
     """Train a new run as configured and evaluate its best model on the test set. ``force``: the run folder may
-    hold files that are not a run's."""
+    hold files that are not a run's. ``check``: the caller's own check of the prepared data, run with the stages'
+    before anything is written or trained."""
     run_dir = Path(cfg.train.out) if cfg.train.out else default_run_dir(cfg)
     if not force:
         refuse_foreign(run_dir)
@@ -88,12 +91,12 @@ def train(cfg: Config, force: bool = False) -> RunSummary:
         if holds_run(run_dir):
             raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another "
                             f"--out")
-        return _fit(cfg, run_dir, resume=False)
+        return _fit(cfg, run_dir, resume=False, check=check)
 
 
-def resume(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunSummary:
+def resume(run_dir: Path, overrides: dict[str, Any] | None = None, check: DataCheck | None = None) -> RunSummary:
     """Continue an interrupted run, or extend a finished one (more ``--epochs`` of a one-stage run, more
-    ``--nst-rounds``); only the settings in RESUMABLE_SETTINGS may change."""
+    ``--nst-rounds``); only the settings in RESUMABLE_SETTINGS may change. ``check``: as for ``train``."""
     if not (run_dir / "config.yaml").is_file() or not holds_run(run_dir):
         raise UserError(f"{run_dir} is not a weakdml run directory with a checkpoint (config.yaml and last.pt)")
     _refuse_old_layout(run_dir)
@@ -113,7 +116,7 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunSummary
         if cfg.nst.nst_rounds < saved.nst.nst_rounds:
             raise UserError(f"this run has {saved.nst.nst_rounds} noisy-student rounds: --nst-rounds cannot be fewer")
     with locked_run_folder(run_dir):
-        return _fit(cfg, run_dir, resume=True)
+        return _fit(cfg, run_dir, resume=True, check=check)
 
 
 def _changed_settings(saved: Config, given: Config, allowed: tuple[str, ...] | set[str]) -> list[str]:
@@ -174,11 +177,13 @@ def train_student(teacher_dir: Path, overrides: dict[str, Any]) -> RunSummary:
         return _fit(cfg, run_dir, resume=True)
 
 
-def _fit(cfg: Config, run_dir: Path, resume: bool) -> RunSummary:
+def _fit(cfg: Config, run_dir: Path, resume: bool, check: DataCheck | None = None) -> RunSummary:
     pipeline = pipeline_for(cfg)
     data, task, monitor = prepare_run(cfg, pipeline, run_dir / "split.json" if resume else None)
     for stage in pipeline.stages:
         stage.check(data)  # before anything is written
+    if check is not None:
+        check(data)
     device = resolve_device(dist.start(cfg.train.device))  # torchrun's processes join here, after the checks
     run_dir.mkdir(parents=True, exist_ok=True)
     _attach_log_file(run_dir)
