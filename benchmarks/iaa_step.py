@@ -1,7 +1,7 @@
 """Cost of IAA: a Multi-Similarity step with IAA (M = 3 copies) against Multi-Similarity alone, and the statistics
 update at Stanford Online Products scale against a per-class loop with the original code's structure.
 
-    python benchmarks/iaa_step.py [--repeats 30] [--out benchmarks/results]
+    python benchmarks/iaa_step.py [--repeats 30] [--out benchmarks/results] [--device auto]
 
 Steps (batch 128, 512-d, 32 classes x 4 images, MS loss + MS miner with the IAA paper's settings), interleaved, median
 over rounds: ``loss`` is the loss's forward and backward on embeddings that need a gradient; ``small-cnn step`` is a
@@ -17,14 +17,14 @@ Writes iaa_step.json and iaa_step.md.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import time
 
 import torch
+from device_clock import clock, machine, result_name
 from results_io import save
 
 from weakdml.config import ModelConfig
+from weakdml.engine.environment import resolve_device
 from weakdml.losses import ClassStatistics, IAALoss, multi_similarity
 from weakdml.models.embedding import EmbeddingNet
 
@@ -33,15 +33,16 @@ SOP_N, SOP_CLASSES = 60_000, 11_318
 TARGET_STEP, TARGET_UPDATE = 1.15, 20.0
 
 
-def step_times(repeats: int) -> dict[str, dict[str, float]]:
+def step_times(repeats: int, device: torch.device) -> dict[str, dict[str, float]]:
     """Median ms of the loss alone and of a small-cnn training step, MS and MS+IAA interleaved."""
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(BATCH) % CLASSES
     images = torch.rand(CLASSES, 1, 28, 28, generator=g)[labels] + 0.3 * torch.rand(BATCH, 1, 28, 28, generator=g)
+    labels, images = labels.to(device), images.to(device)
     torch.manual_seed(0)
-    net = EmbeddingNet(ModelConfig(embedding_dim=DIM, l2_normalize=False), 1, 28)  # IAA adds noise before L2
+    net = EmbeddingNet(ModelConfig(embedding_dim=DIM, l2_normalize=False), 1, 28).to(device)  # IAA: noise before L2
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
-    losses = {"ms": _ms_loss(), "ms+iaa": _ms_loss(num_copies=3, lam=0.8)}  # "ms" never gets statistics: plain MS
+    losses = {"ms": _ms_loss().to(device), "ms+iaa": _ms_loss(num_copies=3, lam=0.8).to(device)}  # "ms": plain MS
     with torch.no_grad():
         losses["ms+iaa"].update_statistics(net(images.repeat(4, 1, 1, 1)), labels.repeat(4))
         embedded = net(images)
@@ -59,10 +60,10 @@ def step_times(repeats: int) -> dict[str, dict[str, float]]:
     for round_ in range(repeats + 3):  # 3 warm-up rounds
         for name, loss in losses.items():
             for kind, fn in (("loss", loss_only), ("small-cnn step", network_step)):
-                start = time.perf_counter()
+                start = clock(device)
                 fn(loss)
                 if round_ >= 3:
-                    times[name][kind].append(1000 * (time.perf_counter() - start))
+                    times[name][kind].append(1000 * (clock(device) - start))
     return {name: {kind: statistics.median(v) for kind, v in kinds.items()} for name, kinds in times.items()}
 
 
@@ -75,7 +76,7 @@ def loop_update(stats: ClassStatistics, x: torch.Tensor, y: torch.Tensor) -> tup
     """The original's structure: a Python loop over classes, then all-pairs class distances and a loop over classes
     for the neighbour weights (with the corrections of weakdml: Euclidean distance of the means, min-max over the
     candidates). Seconds of the two parts."""
-    start = time.perf_counter()
+    start = clock(x.device)
     classes, inverse, counts = torch.unique(y, sorted=True, return_inverse=True, return_counts=True)
     for i in range(len(classes)):
         count = int(counts[i])
@@ -86,11 +87,11 @@ def loop_update(stats: ClassStatistics, x: torch.Tensor, y: torch.Tensor) -> tup
             stats.variance[i] = stats.variance[i] * (1 - w) + var * w + w * (1 - w) * (stats.mean[i] - mean).pow(2)
             stats.mean[i] = stats.mean[i] * (1 - w) + mean * w
         stats.amount[i] += count
-    statistics_s, start = time.perf_counter() - start, time.perf_counter()
+    statistics_s, start = clock(x.device) - start, clock(x.device)
     valid = counts > 1
     n = counts.float()
     global_var = (stats.variance[valid] * n[valid, None]).sum(0) / n[valid].sum()
-    d_mean = torch.cdist(stats.mean, stats.mean) + (~valid | torch.eye(len(classes), dtype=torch.bool)) * 1e12
+    d_mean = torch.cdist(stats.mean, stats.mean) + (~valid | torch.eye(len(classes), dtype=torch.bool, device=x.device)) * 1e12
     d_cov = torch.cdist(stats.variance, stats.variance)
     nearest = d_mean.topk(stats.num_neighbours, dim=1, largest=False).indices
     corrected = stats.variance.clone()
@@ -105,25 +106,26 @@ def loop_update(stats: ClassStatistics, x: torch.Tensor, y: torch.Tensor) -> tup
         neighbour = (stats.variance[nearest[i]] * w.unsqueeze(1)).sum(0) / w.sum()
         corrected[i] = (1 - a) * stats.variance[i] + a * ((1 - stats.gamma) * neighbour + stats.gamma * global_var)
     stats.corrected.copy_(corrected)
-    return statistics_s, time.perf_counter() - start
+    return statistics_s, clock(x.device) - start
 
 
-def update_times(n: int, classes: int, rounds: int = 3) -> dict[str, dict[str, float]]:
+def update_times(n: int, classes: int, device: torch.device, rounds: int = 3) -> dict[str, dict[str, float]]:
     """Median seconds over ``rounds`` (interleaved, each from fresh statistics) of one statistics update of n
     embeddings in classes and of its neighbour correction, vectorised and looped."""
     g = torch.Generator().manual_seed(0)
     y = torch.arange(n) % classes
     x = torch.randn(classes, DIM, generator=g)[y] + 0.5 * torch.randn(n, DIM, generator=g)
+    x, y = x.to(device), y.to(device)
     seconds: dict[str, list[float]] = {"without": [], "correction": [], "loop_statistics": [], "loop_correction": []}
     for _ in range(rounds):
-        fast = ClassStatistics(classes, DIM, neighbour_correction=False)
-        start = time.perf_counter()
+        fast = ClassStatistics(classes, DIM, neighbour_correction=False).to(device)
+        start = clock(device)
         fast.update(x, y)
-        seconds["without"].append(time.perf_counter() - start)
-        start = time.perf_counter()
+        seconds["without"].append(clock(device) - start)
+        start = clock(device)
         corrected = fast.corrected_variance()
-        seconds["correction"].append(time.perf_counter() - start)
-        slow = ClassStatistics(classes, DIM)
+        seconds["correction"].append(clock(device) - start)
+        slow = ClassStatistics(classes, DIM).to(device)
         for name, value in zip(("loop_statistics", "loop_correction"), loop_update(slow, x, y)):
             seconds[name].append(value)
     without, correction, loop_statistics, loop_correction = (statistics.median(v) for v in seconds.values())
@@ -158,14 +160,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--device", default="auto")
     parser.add_argument("--sop-n", type=int, default=SOP_N, help=argparse.SUPPRESS)  # smaller for a smoke test
     parser.add_argument("--sop-classes", type=int, default=SOP_CLASSES, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    result = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "repeats": args.repeats, "steps_ms": step_times(args.repeats),
-              "sop_n": args.sop_n, "sop_classes": args.sop_classes,
-              "update": update_times(args.sop_n, args.sop_classes)}
-    save(args.out, "iaa_step", result, markdown(result))
+    device = resolve_device(args.device)
+    result = {"machine": machine(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "repeats": args.repeats, "steps_ms": step_times(args.repeats, device), "sop_n": args.sop_n,
+              "sop_classes": args.sop_classes, "update": update_times(args.sop_n, args.sop_classes, device)}
+    save(args.out, result_name("iaa_step", device), result, markdown(result))
 
 
 if __name__ == "__main__":

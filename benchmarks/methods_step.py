@@ -14,14 +14,12 @@ Target: every MbDML variant ≤ 1.3× the cross-entropy step. Writes methods_ste
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
+from device_clock import clock, machine, result_name
+from results_io import save
 
 from weakdml.config import Config, all_fields, build_config
 from weakdml.data.types import ImageSet, TrainData
@@ -102,9 +100,10 @@ def prepare(name: str, data: TrainData, device: torch.device, n: int, batch_size
 
 
 def count_images(t: Timed) -> int:
-    """Rows embedded by the network in one step (counted by a forward hook)."""
+    """Rows through the trained backbone in one step (counted by a forward hook; MoCo's momentum encoder is a copy
+    of it, so its keys are not counted)."""
     rows = []
-    hook = t.method.model.register_forward_hook(lambda _m, inputs, _out: rows.append(inputs[0].shape[0]))
+    hook = t.method.model.backbone.register_forward_hook(lambda _m, inputs, _out: rows.append(inputs[0].shape[0]))
     t.step(t.batches[0])
     hook.remove()
     return sum(rows)
@@ -116,15 +115,12 @@ def measure(device: torch.device, repeats: int, warmup: int) -> list[dict]:
     runs = [t for name in names for t in prepare(name, data, device, warmup + repeats)]
     for t in runs:
         t.images_per_step = count_images(t)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for r in range(warmup + repeats):
         for t in runs:
-            sync()
-            start = time.perf_counter()
+            start = clock(device)
             t.step(t.batches[r])
-            sync()
             if r >= warmup:
-                t.seconds.append(time.perf_counter() - start)
+                t.seconds.append(clock(device) - start)
     base = next(t for t in runs if t.name == "cross-entropy")
     base_ms = 1000 * statistics.median(base.seconds)
     rows = []
@@ -163,14 +159,10 @@ def main() -> None:
                f"{args.repeats} steps after {args.warmup} warm-up, methods interleaved")
     target = f"Target: every MbDML variant ≤ {TARGET}× the cross-entropy step."
     text = f"{setting}\n\n{table(rows)}\n\n{target}\n" + (f"\n{args.note}\n" if args.note else "")
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    result = {"machine": platform.processor() or platform.machine(), "device": str(device),
+    result = {"machine": machine(device), "device": str(device),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "batch": BATCH,
               "repeats": args.repeats, "warmup": args.warmup, "target": TARGET, "note": args.note, "rows": rows}
-    (out / "methods_step.json").write_text(json.dumps(result, indent=2))
-    (out / "methods_step.md").write_text(text)
+    save(args.out, result_name("methods_step", device), result, text)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 pseudo-labelling of a big batch against a loop with the original code's structure, and the reliable-sample selection
 over 70,000 embeddings.
 
-    python benchmarks/spice_stages.py [--repeats 20] [--out benchmarks/results]
+    python benchmarks/spice_stages.py [--repeats 20] [--out benchmarks/results] [--device auto]
 
 - Steps: small-cnn on random 1x28x28 images (as ``methods_step.py``), batch 256 (MoCo v2's), each step a whole
   training step with its augmentation (cross-entropy: ``weak``; MoCo: two aug+ views, the key encoder's shuffled
@@ -12,7 +12,7 @@ over 70,000 embeddings.
   the prototypes one cluster at a time, then a full argsort of the prototype similarities. Same selection checked.
   Target: >= 10x the loop.
 - Reliable samples: 70,000 embeddings (Fashion-MNIST's size) of 512 dimensions in 10 clusters, k = 100 neighbours,
-  in a fresh process: seconds and peak resident memory (the embeddings included).
+  in a fresh process: seconds and peak resident memory (the embeddings included; on a GPU, its peak allocation).
 Writes spice_stages.json and spice_stages.md.
 """
 
@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
+from device_clock import clock, machine, result_name
 from methods_step import prepare, random_data
 from results_io import save
 
+from weakdml.engine.environment import resolve_device
 from weakdml.spice.pseudo_labels import prototype_pseudo_labels
 from weakdml.spice.reliable import reliable_samples
 
@@ -39,17 +39,17 @@ RELIABLE_N, RELIABLE_K = 70_000, 100
 TARGET_STEP, TARGET_PSEUDO = 1.6, 10.0
 
 
-def step_times(repeats: int, warmup: int = 3) -> dict[str, float]:
+def step_times(repeats: int, device: torch.device, warmup: int = 3) -> dict[str, float]:
     """Median ms of a cross-entropy and a MoCo training step at batch 256, interleaved."""
     data = random_data()
-    runs = [t for name in ("cross-entropy", "moco") for t in prepare(name, data, torch.device("cpu"),
-                                                                      warmup + repeats, STEP_BATCH)]
+    runs = [t for name in ("cross-entropy", "moco") for t in prepare(name, data, device, warmup + repeats,
+                                                                      STEP_BATCH)]
     for r in range(warmup + repeats):
         for t in runs:
-            start = time.perf_counter()
+            start = clock(device)
             t.step(t.batches[r])
             if r >= warmup:
-                t.seconds.append(time.perf_counter() - start)
+                t.seconds.append(clock(device) - start)
     return {t.name: 1000 * statistics.median(t.seconds) for t in runs}
 
 
@@ -66,15 +66,15 @@ def loop_pseudo_labels(scores: torch.Tensor, features: torch.Tensor, center_rati
         prototypes = torch.stack([features[order[:, cluster]].mean(0) for cluster in range(c)])  # (C, D)
         similarity = torch.einsum("cd,nd->cn", prototypes, features)
         indices.append(torch.argsort(similarity, dim=1, descending=True)[:, :m].flatten())
-        labels.append(torch.arange(c).repeat_interleave(m))
+        labels.append(torch.arange(c, device=features.device).repeat_interleave(m))
     return torch.stack(indices), torch.stack(labels)
 
 
-def pseudo_label_times(repeats: int) -> dict[str, float | bool]:
+def pseudo_label_times(repeats: int, device: torch.device) -> dict[str, float | bool]:
     """Median ms of both over ``repeats`` rounds (interleaved), and whether they select the same images."""
     g = torch.Generator().manual_seed(0)
-    scores = (3 * torch.randn(HEADS, BIG_BATCH, CLUSTERS, generator=g)).softmax(-1)
-    features = torch.nn.functional.normalize(torch.randn(BIG_BATCH, DIM, generator=g), dim=1)
+    scores = (3 * torch.randn(HEADS, BIG_BATCH, CLUSTERS, generator=g)).softmax(-1).to(device)
+    features = torch.nn.functional.normalize(torch.randn(BIG_BATCH, DIM, generator=g), dim=1).to(device)
     fast = prototype_pseudo_labels(scores, features)
     slow_indices, slow_labels = loop_pseudo_labels(scores, features)
     m = BIG_BATCH // CLUSTERS
@@ -84,15 +84,15 @@ def pseudo_label_times(repeats: int) -> dict[str, float | bool]:
     for _ in range(repeats + 2):
         for name, fn in (("vectorised", lambda: prototype_pseudo_labels(scores, features)),
                          ("loop", lambda: loop_pseudo_labels(scores, features))):
-            start = time.perf_counter()
+            start = clock(device)
             fn()
-            times[name].append(1000 * (time.perf_counter() - start))
+            times[name].append(1000 * (clock(device) - start))
     result: dict[str, float | bool] = {name: statistics.median(v[2:]) for name, v in times.items()}
     result["same"] = same
     return result
 
 
-def reliable_worker() -> dict[str, float | int]:
+def reliable_worker(device: torch.device) -> dict[str, float | int]:
     """One reliable selection over 70,000 clustered embeddings, in this process."""
     g = torch.Generator().manual_seed(0)
     truth = torch.randint(0, CLUSTERS, (RELIABLE_N,), generator=g)
@@ -100,15 +100,19 @@ def reliable_worker() -> dict[str, float | int]:
     features = torch.nn.functional.normalize(features, dim=1)
     logits = 12 * torch.nn.functional.one_hot(truth, CLUSTERS).float() + 2 * torch.randn(RELIABLE_N, CLUSTERS,
                                                                                          generator=g)
-    start = time.perf_counter()
-    chosen = reliable_samples(features, logits.softmax(1), torch.Generator().manual_seed(0), RELIABLE_K)
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            "reliable": len(chosen.indices), "embeddings_gb": features.numel() * 4 / 2**30}
+    features, probabilities = features.to(device), logits.softmax(1).to(device)
+    start = clock(device)
+    chosen = reliable_samples(features, probabilities, torch.Generator().manual_seed(0), RELIABLE_K)
+    seconds = clock(device) - start
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 2**10
+    return {"seconds": seconds, "peak_gb": peak / 2**30, "reliable": len(chosen.indices),
+            "embeddings_gb": features.numel() * 4 / 2**30}
 
 
-def reliable_times() -> dict[str, float | int]:
-    done = subprocess.run([sys.executable, __file__, "--reliable-worker"], capture_output=True, text=True, check=True)
+def reliable_times(device: torch.device) -> dict[str, float | int]:
+    done = subprocess.run([sys.executable, __file__, "--reliable-worker", "--device", str(device)],
+                          capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -135,15 +139,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--device", default="auto")
     parser.add_argument("--reliable-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    device = resolve_device(args.device)
     if args.reliable_worker:
-        print(json.dumps(reliable_worker()))
+        print(json.dumps(reliable_worker(device)))
         return
-    result = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "repeats": args.repeats, "steps_ms": step_times(args.repeats),
-              "pseudo_labels_ms": pseudo_label_times(args.repeats), "reliable": reliable_times()}
-    save(args.out, "spice_stages", result, markdown(result))
+    result = {"machine": machine(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "repeats": args.repeats, "steps_ms": step_times(args.repeats, device),
+              "pseudo_labels_ms": pseudo_label_times(args.repeats, device), "reliable": reliable_times(device)}
+    save(args.out, result_name("spice_stages", device), result, markdown(result))
 
 
 if __name__ == "__main__":
