@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from weakdml.cli import main
-from weakdml.evaluation.faiss_index import FaissIndex
+from weakdml.evaluation.faiss_index import FaissIndex, searches_on_gpus
 from weakdml.evaluation.knn import knn_search
 from weakdml.evaluation.retrieval import retrieval_metrics
 from weakdml.methods.nngk_head import NNGKHead
@@ -75,3 +75,23 @@ def test_a_run_evaluates_with_faiss_hnsw(tmp_path: Path) -> None:
     exact, hnsw = (json.loads((tmp_path / run / "final_metrics.json").read_text()) for run in ("exact", "hnsw"))
     assert hnsw["test_accuracy"] == pytest.approx(exact["test_accuracy"], abs=0.02)
     assert hnsw["test_recall@1"] == pytest.approx(exact["test_recall@1"], abs=0.02)
+
+
+def test_an_index_moves_to_a_gpu_only_where_faiss_can_search_there() -> None:
+    """faiss-cpu also defines ``index_cpu_to_all_gpus`` (which raises when called): what decides is GPU support and a
+    visible GPU, so a CPU build keeps the index on the CPU whatever the embeddings' device."""
+    import faiss
+
+    gpu_build = hasattr(faiss, "StandardGpuResources")
+    assert searches_on_gpus(faiss) == (gpu_build and faiss.get_num_gpus() > 0)
+    if not gpu_build:
+        assert hasattr(faiss, "index_cpu_to_all_gpus")  # the attribute that was once taken for GPU support
+        assert not searches_on_gpus(faiss)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_embeddings_search_like_cpu_ones() -> None:
+    """Embeddings on a GPU: the flat index gives the CPU's neighbours, on the queries' device."""
+    x, _ = clustered(2000)
+    _, i = knn_search(x.cuda(), x.cuda(), 5, exclude_self=True, backend="faiss")
+    assert i.is_cuda and torch.equal(i.cpu(), knn_search(x, x, 5, exclude_self=True, backend="faiss")[1])

@@ -97,6 +97,19 @@ def test_corrected_variance_matches_loop_of_eq15(class_switch):
     torch.testing.assert_close(alpha[3], torch.tensor(1 / (1 + math.log(1 + 0.3 * 4))))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_statistics_and_correction_equal_the_cpu_ones():
+    """On a GPU: the same statistics and corrected variance as on the CPU (the candidates' positions were once built
+    on the CPU and put into a GPU tensor, which fails on any class with fewer than tau images)."""
+    x, y = class_data([1, 2, 3, 5, 8, 40, 41, 4, 7, 2], 6, seed=3)
+    on_cpu = ClassStatistics(10, 6, class_switch=5, num_neighbours=4)
+    on_gpu = ClassStatistics(10, 6, class_switch=5, num_neighbours=4).cuda()
+    on_cpu.update(x, y)
+    on_gpu.update(x.cuda(), y.cuda())
+    for name in ("mean", "variance", "corrected"):
+        torch.testing.assert_close(getattr(on_gpu, name).cpu(), getattr(on_cpu, name), atol=1e-5, rtol=1e-5)
+
+
 def test_copies_spread_is_sqrt_lambda_sigma_for_every_copy():
     x, y = class_data([3000, 3000], 8, seed=4)
     iaa = IAALoss(MultiSimilarityLoss(), 2, 8, num_copies=3, lam=0.6, neighbour_correction=False)

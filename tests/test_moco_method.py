@@ -5,33 +5,31 @@ method's backbone from such a run, and refuses one that does not fit."""
 import numpy as np
 import pytest
 import torch
-from tiny import Interrupt
+from tiny import TINY_MOCO, Interrupt
 
 from weakdml.config import build_config
 from weakdml.data.prepare import prepare_data
 from weakdml.engine import run as run_module
+from weakdml.engine import trainer as trainer_module
 from weakdml.engine.checkpoint import load_checkpoint, save_atomic
 from weakdml.engine.cluster import run_stage
 from weakdml.engine.embed import embed_run
 from weakdml.engine.stages import build_method
 from weakdml.engine.trainer import Trainer
 from weakdml.errors import UserError
-from weakdml.methods.moco import PRETRAIN_DEFAULTS, MoCoPretraining
+from weakdml.methods.moco import MoCoPretraining
 from weakdml.methods.nngk import NNGK
-
-TINY = {**PRETRAIN_DEFAULTS, "input_size": 8, "batch_size": 128, "moco_queue": 512, "moco_crop_min": 0.5,
-        "progress": "off", "snapshot_images": 0}
 
 
 @pytest.fixture(scope="module")
 def moco_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("moco") / "run"
-    run_module.train(build_config(overrides={**TINY, "epochs": 2, "out": str(out)}))
+    run_module.train(build_config(overrides={**TINY_MOCO, "epochs": 2, "out": str(out)}))
     return out
 
 
 def test_an_epoch_is_every_training_image_once_in_full_batches():
-    cfg = build_config(overrides={**TINY, "batch_size": 100})
+    cfg = build_config(overrides={**TINY_MOCO, "batch_size": 100})
     data = prepare_data(cfg, needs_labels=False)
     method = build_method(cfg, MoCoPretraining, data, torch.device("cpu"))
     method.seed_epoch(0)
@@ -42,8 +40,18 @@ def test_an_epoch_is_every_training_image_once_in_full_batches():
     assert len(seen.unique()) == len(seen) == n // 100 * 100
     assert method.moco.queue.keys.shape == (min(512, n), 128)  # clipped to the data size: min(K, N)
     with pytest.raises(UserError, match="--embedding-dim 0"):
-        build_method(build_config(overrides={**TINY, "embedding_dim": 64}), MoCoPretraining, data,
+        build_method(build_config(overrides={**TINY_MOCO, "embedding_dim": 64}), MoCoPretraining, data,
                      torch.device("cpu"))
+
+
+def test_sync_batchnorm_is_refused_for_moco_under_torchrun(monkeypatch):
+    """SyncBatchNorm would pool the key encoder's statistics over the processes, undoing shuffle-BN (and with
+    shuffle groups that do not divide among the processes, its collectives would not match and hang)."""
+    cfg = build_config(overrides={**TINY_MOCO, "sync_batchnorm": True})
+    method = build_method(cfg, MoCoPretraining, prepare_data(cfg, needs_labels=False), torch.device("cpu"))
+    monkeypatch.setattr(trainer_module.dist, "world_size", lambda: 2)
+    with pytest.raises(UserError, match="shuffle-BN"):
+        trainer_module.distributed(method, cfg)
 
 
 def test_pretraining_resumes_exactly_with_its_queue_and_key_encoder(tmp_path, moco_run, monkeypatch):
@@ -56,7 +64,7 @@ def test_pretraining_resumes_exactly_with_its_queue_and_key_encoder(tmp_path, mo
 
     monkeypatch.setattr(Trainer, "_train_epoch", stop_in_second)
     with pytest.raises(Interrupt):
-        run_module.train(build_config(overrides={**TINY, "epochs": 2, "out": str(tmp_path / "r")}))
+        run_module.train(build_config(overrides={**TINY_MOCO, "epochs": 2, "out": str(tmp_path / "r")}))
     monkeypatch.setattr(Trainer, "_train_epoch", original)
     run_module.resume(tmp_path / "r")
     resumed, straight = (load_checkpoint(d / "last.pt")["method"] for d in (tmp_path / "r", moco_run))
@@ -70,7 +78,8 @@ def test_pretraining_improves_the_weighted_knn_accuracy_over_random_weights(tmp_
     """Over three seeds: one 5-epoch run on 360 test images moves by several images with any change of rounding."""
     gains = []
     for seed in range(3):
-        cfg = build_config(overrides={**TINY, "epochs": 5, "lr": 0.06, "seed": seed, "out": str(tmp_path / f"r{seed}")})
+        cfg = build_config(overrides={**TINY_MOCO, "epochs": 5, "lr": 0.06, "seed": seed,
+                                      "out": str(tmp_path / f"r{seed}")})
         data = prepare_data(cfg, needs_labels=False)
         random_weights = build_method(cfg, MoCoPretraining, data, torch.device("cpu"))
         scores = random_weights.predict_all(data.test)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 from sklearn.datasets import load_digits
-from tiny import Interrupt, metric_rows
+from tiny import TINY_SPICE, Interrupt, metric_rows
 
 from weakdml import cli
 from weakdml.config import build_config
@@ -28,16 +28,9 @@ from weakdml.engine.trainer import Trainer
 from weakdml.errors import UserError
 from weakdml.methods.spice_self import SpiceSelf, big_batch, default_big_batch
 
-# digits at 8 px, every stage a few steps: pretrain 5, self 48 (big batches of 240), semi 29 (16 + 32 images); a
-# cluster whose images no neighbour confirms may relax to a neighbour ratio of 0
-TINY = {**cluster_module.CLUSTER_DEFAULTS, "input_size": 8, "epochs": 1, "moco_queue": 512, "moco_crop_min": 0.5,
-        "spice_self_epochs": 8, "spice_self_batch": 240, "double_softmax": False, "spice_knn": 20,
-        "spice_ratio": 0.8, "spice_min_ratio": 0.0, "spice_min_score": 0.1, "spice_semi_epochs": 1,
-        "spice_semi_batch": 16, "fixmatch_ratio": 2, "spice_ema": 0.5, "progress": "off", "snapshot_images": 0}
-
 
 def tiny_config(out, **overrides):
-    return build_config(overrides={**TINY, "out": str(out), **overrides})
+    return build_config(overrides={**TINY_SPICE, "out": str(out), **overrides})
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -298,7 +291,7 @@ def test_spice_refuses_labelled_images_and_a_stage_it_does_not_have(tmp_path):
 def test_test_as_unlabeled_clusters_the_test_images_too_with_their_labels_hidden_from_the_stages():
     from weakdml.pipelines.spice import ground_truth, image_ids
 
-    plain, both = (prepare.prepare_data(build_config(overrides={**TINY, "test_as_unlabeled": flag}),
+    plain, both = (prepare.prepare_data(build_config(overrides={**TINY_SPICE, "test_as_unlabeled": flag}),
                                         needs_labels=False) for flag in (False, True))
     assert (len(plain.train.unlabeled), len(both.train.unlabeled)) == (1437, 1437 + 360)
     assert bool((both.train.unlabeled.labels == -1).all())  # what the stages see

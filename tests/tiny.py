@@ -1,5 +1,6 @@
 """Helpers shared by the tests: a method on a tiny random data set (for loss tests against plain re-implementations),
-a run's per-epoch rows, and the exception that stands for an interrupted run."""
+a run's per-epoch rows, the exception that stands for an interrupted run, and the settings of tiny MoCo and SPICE
+runs."""
 
 from pathlib import Path
 
@@ -7,10 +8,22 @@ import torch
 
 from weakdml.config import build_config
 from weakdml.data.types import ImageSet, TrainData
+from weakdml.engine.cluster import CLUSTER_DEFAULTS
 from weakdml.engine.metrics_log import read_rows
 from weakdml.methods import METHODS, Method
+from weakdml.methods.moco import PRETRAIN_DEFAULTS
 from weakdml.methods.online_noisy_student import OnlineNoisyStudent
 from weakdml.models.embedding import EmbeddingNet
+
+# MoCo on digits at 8 px (weakdml pretrain's settings)
+TINY_MOCO = {**PRETRAIN_DEFAULTS, "input_size": 8, "batch_size": 128, "moco_queue": 512, "moco_crop_min": 0.5,
+             "progress": "off", "snapshot_images": 0}
+# SPICE on digits at 8 px, every stage a few steps: pretrain 5, self 48 (big batches of 240), semi 29 (16 + 32
+# images); a cluster whose images no neighbour confirms may relax to a neighbour ratio of 0
+TINY_SPICE = {**CLUSTER_DEFAULTS, "input_size": 8, "epochs": 1, "moco_queue": 512, "moco_crop_min": 0.5,
+              "spice_self_epochs": 8, "spice_self_batch": 240, "double_softmax": False, "spice_knn": 20,
+              "spice_ratio": 0.8, "spice_min_ratio": 0.0, "spice_min_score": 0.1, "spice_semi_epochs": 1,
+              "spice_semi_batch": 16, "fixmatch_ratio": 2, "spice_ema": 0.5, "progress": "off", "snapshot_images": 0}
 
 
 class Interrupt(Exception):

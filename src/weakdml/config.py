@@ -136,8 +136,9 @@ class TrainConfig:
                                 "method's and task's choice); a metric name may end in :min or :max")
     device: str = flag("auto", "auto, cpu, cuda, cuda:N or mps", role="bookkeeping")
     amp: str = flag("auto", "mixed precision on CUDA: bf16, fp16 (with loss scaling) or off; auto: bf16 where the "
-                            "GPU supports it, else fp16 (kernels, log-sum-exps and losses run in float32; other "
-                            "devices train in float32)", ("auto", "bf16", "fp16", "off"), role="bookkeeping",
+                            "GPU supports it, else fp16 (kernels, log-sum-exps, losses and augmentation run in "
+                            "float32); on the CPU bf16 when asked for (fast on CPUs with AMX or AVX-512 BF16), "
+                            "else float32; other devices train in float32", ("auto", "bf16", "fp16", "off"), role="bookkeeping",
                     earlier={True: "auto", False: "off"})
     deterministic: bool = flag(False, "use deterministic algorithms (slower on GPU)")
     knn: str = flag("exact", "nearest-neighbour search of evaluation and of the NNGK bank's neighbour lists: exact, "

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from weakdml.compat import import_torchvision
 from weakdml.data.draws import Draws
+from weakdml.precision import in_full_precision
 
 AUGMENTATIONS = ("auto", "none", "flip", "weak", "strong", "retrieval")
 
@@ -85,6 +86,7 @@ def center_crop(images: torch.Tensor, side: int | None) -> torch.Tensor:
     return images[..., top:top + side, left:left + side]
 
 
+@in_full_precision
 def eval_view(images: torch.Tensor, crop: int | None) -> torch.Tensor:
     """What the network sees of a uint8 batch at test time: the centre crop, as float in [0, 1]."""
     return center_crop(images, crop).float() / 255
@@ -143,6 +145,7 @@ def random_resized_crop(images: torch.Tensor, side: int, flip: bool, generator: 
     return resized_crops(images, boxes, side, mirror)
 
 
+@in_full_precision  # data preparation, also when called inside training's autocast
 def augment(images: torch.Tensor, kind: str, flip: bool, generator: torch.Generator | Draws, crop: int | None = None
             ) -> torch.Tensor:
     """Apply the named augmentation to a uint8 batch; returns float images in [0, 1] (``crop`` x ``crop`` if set).

@@ -18,6 +18,7 @@ from weakdml.compat import import_torchvision
 from weakdml.data.augment import random_boxes, resized_crops
 from weakdml.data.draws import Draws
 from weakdml.errors import UserError
+from weakdml.precision import in_full_precision
 
 CROP_SCALE = (0.2, 1.0)
 JITTER = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
@@ -105,6 +106,7 @@ def _chosen(draws: Draws, p: float) -> torch.Tensor:
     return draws.rand() < p
 
 
+@in_full_precision  # data preparation, also when called inside training's autocast
 def aug_plus(images: torch.Tensor, generator: torch.Generator | Draws, size: int | None = None,
              crop_scale: tuple[float, float] = CROP_SCALE, flip: bool = True) -> torch.Tensor:
     """One "aug+" view of a uint8 batch (B, C, H, W), C 1 or 3: float (B, C, size, size) in [0, 1] (``size``

@@ -37,16 +37,19 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def rng_state() -> dict:
-    """The global generators that training touches (dropout, stochastic depth); data order and augmentation use
-    per-epoch generators of their own."""
+def rng_state(device: torch.device) -> dict:
+    """The global generators that training touches (dropout, stochastic depth): the CPU's and, on a GPU, that GPU's
+    (not every visible GPU's: a run resumed where fewer are visible, or on another, must find its own). Data order
+    and augmentation use per-epoch generators of their own."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore ``rng_state``; a GPU's state goes to ``device`` (under torchrun every process restores the one rank 0
+    saved)."""
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device.type == "cuda" and isinstance(state.get("cuda"), torch.Tensor):
+        torch.cuda.set_rng_state(state["cuda"], device)

@@ -69,7 +69,7 @@ class Trainer:
     def _state(self, epoch: int) -> dict:
         return {"epoch": epoch, "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "best": self.best, "monitor": self.monitor.metric,
-                "rng": rng_state()}
+                "rng": rng_state(self.method.device)}
 
     def resume(self) -> None:
         """Continue from ``last.pt``: model, method state (banks), optimiser, RNG, epoch; the learning rate follows
@@ -91,9 +91,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         for group, (name, factor) in zip(self.optimizer.param_groups, declared):  # the method's, not the file's
             group["name"], group["lr_factor"] = name, factor
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when saved without loss scaling (CPU, bf16, --amp off): a fresh scale then
+            self.scaler.load_state_dict(state["scaler"])
         self.best = state["best"]
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], self.method.device)
         self.start_epoch = trained
         self.log.truncate_after(state["epoch"])
 
@@ -214,12 +215,17 @@ class Trainer:
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``--amp`` on ``device`` (None: float32)."""
-    if amp == "off" or device.type != "cuda":
+    """The autocast dtype of ``--amp`` on ``device`` (None: float32). On a GPU, auto is bfloat16 where the GPU has
+    it (compute capability 8 and above: checked on ``device``, which need not be the current GPU), else float16; on
+    the CPU only an explicit bf16 turns autocast on."""
+    if amp == "off" or device.type not in ("cuda", "cpu"):
         return None
+    if device.type == "cpu":
+        return torch.bfloat16 if amp == "bf16" else None
+    has_bf16 = torch.cuda.get_device_capability(device)[0] >= 8
     if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp == "bf16" and not torch.cuda.is_bf16_supported():
+        return torch.bfloat16 if has_bf16 else torch.float16
+    if amp == "bf16" and not has_bf16:
         raise UserError("--amp bf16: this GPU does not support bfloat16; use --amp fp16")
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
@@ -240,6 +246,10 @@ def distributed(method: Method, cfg: Config) -> torch.nn.Module:
             log.warning("--sync-batchnorm has no effect in a single process")
         return method
     if cfg.train.sync_batchnorm:
+        if method.shuffles_batchnorm:
+            raise UserError("--sync-batchnorm would pool BatchNorm statistics over the processes, which this method's "
+                            "shuffle-BN exists to prevent (its key encoder must not see its batch's statistics); leave "
+                            "it out")
         if method.device.type != "cuda":
             raise UserError("--sync-batchnorm needs GPUs (torch's SyncBatchNorm runs on CUDA only); leave it out on "
                             "the CPU")

@@ -1,7 +1,7 @@
 """faiss indexes for nearest-neighbour search by squared Euclidean distance: flat (exact), IVF and HNSW
 (approximate, for banks and test sets of ~10^6 embeddings and more; their recall against exact search:
-benchmarks/knn_search.py). On the CPU; a faiss built with GPU support moves the flat and IVF indexes to the GPU when
-the embeddings are on one.
+benchmarks/knn_search.py). On the CPU; a faiss built with GPU support moves the flat and IVF indexes to the GPU of
+the embeddings when they are on one.
 
 IVF clusters the refs into ``nlist`` ≈ 4·√N lists (k-means on at most 64 refs per list) and searches the
 ``nprobe`` nearest lists; HNSW walks a graph of ``M`` links per node with a search breadth ``efSearch`` (at least k).
@@ -11,6 +11,7 @@ and distance inf.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -28,6 +29,18 @@ def _faiss():
     except ImportError as error:
         raise UserError("faiss is not installed: pip install faiss-cpu (or faiss-gpu)") from error
     return faiss
+
+
+def searches_on_gpus(faiss) -> bool:
+    """Whether this faiss is built with GPU support and sees a GPU (faiss-cpu also has ``index_cpu_to_all_gpus``,
+    which fails when called)."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+@functools.cache
+def _gpu_resources(faiss):
+    """One set of faiss GPU resources (scratch memory, streams) for every index of the process."""
+    return faiss.StandardGpuResources()
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:
@@ -54,8 +67,8 @@ class FaissIndex:
             self.index.nprobe = min(IVF_PROBES, lists)
         else:  # flat; IVF on fewer than 1,024 refs is no faster than exact search
             self.index = faiss.IndexFlatL2(dim)
-        if refs.is_cuda and hasattr(faiss, "index_cpu_to_all_gpus") and kind != "faiss-hnsw":
-            self.index = faiss.index_cpu_to_all_gpus(self.index)
+        if refs.is_cuda and kind != "faiss-hnsw" and searches_on_gpus(faiss):
+            self.index = faiss.index_cpu_to_gpu(_gpu_resources(faiss), refs.device.index or 0, self.index)
         self.index.add(data)
         self.kind = kind
 

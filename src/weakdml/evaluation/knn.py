@@ -8,7 +8,6 @@ sizes of this project, as fast as flat faiss. ``backend="faiss"`` uses ``faiss.I
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from typing import Literal
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 from weakdml.errors import UserError
 from weakdml.evaluation.faiss_index import FaissIndex
 from weakdml.evaluation.symmetric_knn import fits, symmetric_search
+from weakdml.precision import full_precision
 
 ArrayLike = torch.Tensor | np.ndarray
 Backend = Literal["torch", "faiss", "faiss-ivf", "faiss-hnsw"]
@@ -112,8 +112,7 @@ def knn_search(
         index = FaissIndex(r, backend)
         d, i = index.search_without_self(q, k, 0) if exclude_self else index.search(q, k)
     else:
-        exact = torch.autocast(q.device.type, enabled=False) if q.device.type in ("cpu", "cuda") else nullcontext()
-        with exact:  # in the inputs' precision even inside autocast (training's, on CUDA); old torch lacks MPS autocast
+        with full_precision(q.device):  # in the inputs' precision even inside training's autocast
             d, i = _torch_search(q, r.to(q.device, q.dtype), k, exclude_self, chunk_size, ref_chunk_size)
     return d * scale**2, i
 

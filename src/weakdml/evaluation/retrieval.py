@@ -8,7 +8,6 @@ leave-one-out), and queries with R = 0 are left out of every retrieval metric.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -17,6 +16,7 @@ from weakdml.errors import UserError
 from weakdml.evaluation.faiss_index import FaissIndex
 from weakdml.evaluation.knn import ArrayLike, Backend, as_queries_and_refs, check_backend, common_scale
 from weakdml.evaluation.symmetric_knn import fits, symmetric_search
+from weakdml.precision import full_precision
 
 
 def _hits(query_labels: ArrayLike, neighbour_labels: ArrayLike) -> torch.Tensor:
@@ -148,7 +148,7 @@ def ranked_neighbour_labels(
     queries, refs = queries / scale, refs / scale  # exact (a power of two): distances in range at any scale
     rows = max(1, min(chunk_size, max_block // n))
     if exclude_self and backend == "torch" and len(queries) == n > 1 and fits(most := min(int(k.max()), n - 1), rows):
-        with _exact(queries.device):  # every (N, most) list is held by the search anyway
+        with full_precision(queries.device):  # every (N, most) list is held by the search anyway
             found = list(symmetric_search(queries, most, rows))
         labels = ref_labels.to(queries.device)
         for start, _, idx in found:
@@ -166,18 +166,13 @@ def ranked_neighbour_labels(
         if index is not None:
             idx = (index.search_without_self(qc, kc, start) if exclude_self else index.search(qc, kc))[1]
         else:
-            with _exact(qc.device):  # |r|² - 2 q·r in one fused product: |q|² does not change a row's order
+            with full_precision(qc.device):  # |r|² - 2 q·r in one fused product: |q|² does not change a row's order
                 d = block[: len(qc)].copy_(r_sq.expand(len(qc), -1)).addmm_(qc, refs.T, alpha=-2.0)  # (C, N)
             if exclude_self:
                 own = torch.arange(start, start + len(qc), device=d.device)
                 d[own - start, own] = float("inf")
             idx = d.topk(kc, dim=1, largest=False, sorted=True).indices  # (C, K_c)
         yield slice(start, start + len(qc)), labels.to(idx.device)[idx]
-
-
-def _exact(device: torch.device) -> AbstractContextManager:
-    """Distances in the inputs' precision even inside autocast (training's, on CUDA); older torch lacks MPS autocast."""
-    return torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda") else nullcontext()
 
 
 def retrieval_metrics(

@@ -120,7 +120,8 @@ class ClassStatistics(torch.nn.Module):
         out = self.variance.clone()
         rows = torch.nonzero(alpha > 0).squeeze(1)
         columns = torch.nonzero(valid).squeeze(1)  # the candidates, each row's own class aside
-        position = torch.full_like(self.counts, -1).index_put_((columns,), torch.arange(len(columns)))
+        place = torch.arange(len(columns), device=columns.device)
+        position = torch.full_like(self.counts, -1).index_put_((columns,), place)
         mean, variance, n_valid = self.mean[columns], self.variance[columns], n[columns]
         k = min(self.num_neighbours, len(columns))  # a row's own class, if picked, gets weight 0 (distance inf)
         squared_norms = (mean * mean).sum(1), (variance * variance).sum(1)  # (C_valid,) each

@@ -99,6 +99,7 @@ class Method(nn.Module):
     sections: tuple[str, ...] = ()  # the config sections of its own settings (help, comparisons)
     task: str | None = None  # the evaluation protocol it is made for (e.g. "clustering"); None: the data set's
     loss_settings: tuple[str, ...] = ()  # flags besides --lr that set the loss's scale (named if it becomes NaN)
+    shuffles_batchnorm = False  # True: its BatchNorm statistics must stay per process (MoCo's shuffle-BN)
 
     def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
         super().__init__()

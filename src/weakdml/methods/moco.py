@@ -54,6 +54,7 @@ class MoCoPretraining(Method):
     monitor = "last"
     sections = ("moco",)
     loss_settings = ("--moco-temperature",)
+    shuffles_batchnorm = True
 
     def __init__(self, model: EmbeddingNet, data: TrainData, cfg: Config) -> None:
         super().__init__(model, data, cfg)

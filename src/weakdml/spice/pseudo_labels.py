@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from weakdml.errors import UserError
+from weakdml.precision import in_full_precision
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class PseudoLabels:
     labels: torch.Tensor
 
 
+@in_full_precision  # the similarities rank images: in half precision many would tie
 @torch.no_grad()
 def prototype_pseudo_labels(scores: torch.Tensor, features: torch.Tensor, center_ratio: float = 0.5,
                             select_ratio: float = 1.0) -> PseudoLabels:

@@ -31,7 +31,8 @@ class ImageSet:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
     def load(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.images.index_select(0, checked(indices, len(self)))  # several times faster than images[indices]
+        index = checked(indices, len(self)).to(self.images.device)  # images may have been put on a GPU by a caller
+        return self.images.index_select(0, index)  # several times faster than images[indices]
 
     def subset(self, indices: torch.Tensor) -> ImageSet:
         """A copy of the images at ``indices`` (a loader cutting its data set; a view is ``sources.view``)."""
