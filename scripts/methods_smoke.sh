@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every method and command once on a device, on the embedded digits (one or two epochs each): a check that
+# nothing mixes devices or dtypes (on CUDA, mixed precision is on by default), not a measurement. (The clustering
+# pipeline needs more epochs than this to find a reliable sample in every cluster: scripts/device_check.sh runs
+# `weakdml cluster --dataset digits` with its defaults.)
+#
+#   bash scripts/methods_smoke.sh [DEVICE] [OUT]     # DEVICE: cuda (default), cpu, ...; OUT: where the logs go
+#
+# Runs weakdml from src/ with the python3 on PATH; one line per command in OUT/smoke.txt (its exit status and
+# seconds), its output in OUT/smoke-NAME.log. Exits non-zero if any command failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+device=${1:-cuda} out=${2:-device-results}
+runs=$(mktemp -d)
+mkdir -p "$out"
+: > "$out/smoke.txt"
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+failed=0
+smoke() {  # smoke NAME ARGS...: one weakdml command
+  local name=$1 start=$SECONDS
+  shift
+  python3 -m weakdml "$@" > "$out/smoke-$name.log" 2>&1
+  local status=$?
+  [ $status = 0 ] || failed=1
+  echo "$name: exit $status after $((SECONDS - start)) s" | tee -a "$out/smoke.txt"
+}
+common=(--dataset digits --device "$device" --seed 0 --progress off)
+for method in nngk cross-entropy mixup mbdml1 mbdml2 mbdml3 proxy-anchor soft-triple supcon; do
+  smoke "$method" train "${common[@]}" --method "$method" --epochs 1 --out "$runs/$method"
+done
+smoke mbdml4 train "${common[@]}" --method mbdml4 --epochs 1 --nst-rounds 1 --out "$runs/mbdml4"
+for loss in ms contrastive triplet; do  # IAA from the first epoch, statistics refreshed at the second
+  smoke "$loss-iaa" train "${common[@]}" --method "$loss" --iaa --iaa-start-epoch 0 --iaa-update-every 1 \
+    --class-disjoint --epochs 2 --out "$runs/$loss-iaa"
+done
+smoke ms-mdr train "${common[@]}" --method ms --mdr --class-disjoint --epochs 1 --out "$runs/ms-mdr"
+smoke pretrain pretrain "${common[@]}" --epochs 1 --out "$runs/moco"
+smoke from-moco train "${common[@]}" --method nngk --pretrained "$runs/moco" --epochs 1 --out "$runs/from-moco"
+smoke embed embed "$runs/nngk" --device "$device"
+smoke evaluate evaluate "$runs/ms-iaa" --device "$device"
+rm -rf "$runs"
+exit $failed
