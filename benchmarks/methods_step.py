@@ -1,13 +1,16 @@
 """Time of one training step of every registered method relative to ``cross-entropy``: same backbone (small-cnn,
 64-d embedding), batch (128), images (random uint8, 1×28×28; 5,000 labelled in 32 classes, 10,000 unlabelled).
 
-    python benchmarks/methods_step.py [--repeats 20] [--warmup 3] [--device auto] [--out benchmarks/results]
+    python benchmarks/methods_step.py [--repeats 20] [--warmup 3] [--device auto] [--amp off[,bf16]]
+                                      [--out benchmarks/results]
 
 A step is what the trainer does: ``training_step``, zero_grad, backward, optimiser step (batches are drawn before
 timing; ``on_epoch_start`` has run, so banks exist). Methods are timed round-robin, one step each per round, so a
 shared machine's load falls on all of them alike; the median over rounds is reported. A method with several stages
 (Noisy Student) is also timed as its student (labelled plus pseudo-labelled batches). Images per step
 counts the rows that went through the network (mixup variants embed the clean and the mixed batch).
+``--amp`` times every method under each of the given mixed-precision modes (as ``weakdml train --amp``: the step
+inside autocast), interleaved, and compares each with the same method in float32 when ``off`` is among them.
 Target: every MbDML variant ≤ 1.3× the cross-entropy step. Writes methods_step.json and methods_step.md.
 """
 
@@ -26,7 +29,7 @@ from weakdml.data.types import ImageSet, TrainData
 from weakdml.engine.environment import resolve_device
 from weakdml.engine.optim import build_optimizer
 from weakdml.engine.pipeline import method_names
-from weakdml.engine.trainer import load_batch
+from weakdml.engine.trainer import amp_dtype, load_batch
 from weakdml.methods import METHODS, Batch, Method
 from weakdml.methods.noisy_student import NoisyStudent, NoisyStudentTeacher
 from weakdml.models.embedding import EmbeddingNet
@@ -109,10 +112,15 @@ def count_images(t: Timed) -> int:
     return sum(rows)
 
 
-def measure(device: torch.device, repeats: int, warmup: int) -> list[dict]:
+def measure(device: torch.device, repeats: int, warmup: int, amps: list[str]) -> list[dict]:
     data = random_data()
     names = [name for name in method_names() if name not in NOT_TIMED]
-    runs = [t for name in names for t in prepare(name, data, device, warmup + repeats)]
+    runs = []
+    for amp in amps:
+        for name in names:
+            for t in prepare(name, data, device, warmup + repeats):
+                t.amp, t.amp_dtype = amp, amp_dtype(amp, device)
+                runs.append(t)
     for t in runs:
         t.images_per_step = count_images(t)
     for r in range(warmup + repeats):
@@ -121,26 +129,29 @@ def measure(device: torch.device, repeats: int, warmup: int) -> list[dict]:
             t.step(t.batches[r])
             if r >= warmup:
                 t.seconds.append(clock(device) - start)
-    base = next(t for t in runs if t.name == "cross-entropy")
-    base_ms = 1000 * statistics.median(base.seconds)
+    ms = {(t.name, t.amp): 1000 * statistics.median(t.seconds) for t in runs}
     rows = []
     for t in runs:
-        ms = 1000 * statistics.median(t.seconds)
-        ratio = ms / base_ms
+        base = next(b for b in runs if b.name == "cross-entropy" and b.amp == t.amp)
+        ratio = ms[t.name, t.amp] / ms[base.name, t.amp]
         per_image = ratio * base.images_per_step / t.images_per_step
-        rows.append({"method": t.name, "images_per_step": t.images_per_step, "ms_per_step": ms,
-                     "vs_cross_entropy": ratio, "per_image_vs_cross_entropy": per_image,
+        float32 = ms.get((t.name, "off"))
+        rows.append({"method": t.name, "amp": t.amp, "images_per_step": t.images_per_step,
+                     "ms_per_step": ms[t.name, t.amp], "vs_cross_entropy": ratio,
+                     "per_image_vs_cross_entropy": per_image,
+                     "vs_float32": ms[t.name, t.amp] / float32 if float32 else None,
                      "meets_target": ratio <= TARGET if t.name.startswith("mbdml") else None})
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| method | images / step | ms / step | × cross-entropy step | × per image | target ≤ 1.3× |",
-             "|---|---|---|---|---|---|"]
+    lines = [("| method | amp | images / step | ms / step | × cross-entropy step | × per image | × float32 | "
+             "target ≤ 1.3× |"), "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         verdict = {None: "", True: "yes", False: "no"}[r["meets_target"]]
-        lines.append(f"| {r['method']} | {r['images_per_step']} | {r['ms_per_step']:.1f} | "
-                     f"{r['vs_cross_entropy']:.2f}× | {r['per_image_vs_cross_entropy']:.2f}× | {verdict} |")
+        float32 = "" if r["vs_float32"] is None else f"{r['vs_float32']:.2f}×"
+        lines.append(f"| {r['method']} | {r['amp']} | {r['images_per_step']} | {r['ms_per_step']:.1f} | "
+                     f"{r['vs_cross_entropy']:.2f}× | {r['per_image_vs_cross_entropy']:.2f}× | {float32} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -149,20 +160,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", default="off", help="comma-separated --amp modes to time each method in")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--note", default="", help="a line to keep with the results (e.g. that the machine was busy)")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    rows = measure(device, args.repeats, args.warmup)
+    amps = args.amp.split(",")
+    rows = measure(device, args.repeats, args.warmup, amps)
     setting = (f"small-cnn, 64-d, batch {BATCH}, 1×28×28 random images (5,000 labelled, 32 classes; 10,000 "
                f"unlabelled), {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; median of "
-               f"{args.repeats} steps after {args.warmup} warm-up, methods interleaved")
+               f"{args.repeats} steps after {args.warmup} warm-up, methods interleaved; --amp {args.amp}")
     target = f"Target: every MbDML variant ≤ {TARGET}× the cross-entropy step."
     text = f"{setting}\n\n{table(rows)}\n\n{target}\n" + (f"\n{args.note}\n" if args.note else "")
     result = {"machine": machine(device), "device": str(device),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "batch": BATCH,
-              "repeats": args.repeats, "warmup": args.warmup, "target": TARGET, "note": args.note, "rows": rows}
-    save(args.out, result_name("methods_step", device), result, text)
+              "repeats": args.repeats, "warmup": args.warmup, "amp": amps, "target": TARGET, "note": args.note,
+              "rows": rows}
+    save(args.out, result_name("methods_step", device) + "".join(f"-{a}" for a in amps if a != "off"), result, text)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,14 @@ import torch.nn.functional as F
 from weakdml.compat import import_torchvision
 from weakdml.data.draws import Draws
 from weakdml.precision import in_full_precision
+from weakdml.transfer import chosen_rows, to_device
 
 AUGMENTATIONS = ("auto", "none", "flip", "weak", "strong", "retrieval")
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator | Draws) -> torch.Tensor:
     """Each image mirrored left-right with probability 1/2, as float."""
-    mirrored = (Draws.of(generator, len(images)).rand() < 0.5).to(images.device)
+    mirrored = to_device(Draws.of(generator, len(images)).rand() < 0.5, images.device)
     return torch.where(mirrored[:, None, None, None], images.flip(-1), images).float()
 
 
@@ -36,12 +37,12 @@ def random_crop_flip(images: torch.Tensor, flip: bool, generator: torch.Generato
     draws = Draws.of(generator, b)
     pad_h, pad_w = max(1, h // 8), max(1, w // 8)
     padded = F.pad(images.float(), (pad_w, pad_w, pad_h, pad_h), mode="reflect")
-    dy = draws.randint(2 * pad_h + 1).to(images.device)
-    dx = draws.randint(2 * pad_w + 1).to(images.device)
+    dy = to_device(draws.randint(2 * pad_h + 1), images.device)
+    dx = to_device(draws.randint(2 * pad_w + 1), images.device)
     rows = (dy[:, None] + torch.arange(h, device=images.device))[:, :, None]  # (B, H, 1)
     cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, :]  # (B, 1, W)
     if flip:
-        mirrored = draws.rand().to(images.device) < 0.5
+        mirrored = to_device(draws.rand() < 0.5, images.device)
         cols = torch.where(mirrored[:, None, None], cols.flip(-1), cols)
     batch = torch.arange(b, device=images.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[batch, rows, cols]  # (B, H, W, C)
@@ -66,12 +67,12 @@ def rand_augment(images: torch.Tensor, generator: torch.Generator | Draws, num_o
         operations.append((name, 0.0 if magnitudes is None else float(magnitudes[magnitude]), signed))
     out = images.clone()
     for _ in range(num_ops):
-        drawn = draws.randint(len(operations)).to(images.device)
-        negative = (draws.rand() <= 0.5).to(images.device)
+        drawn, negative = draws.randint(len(operations)), draws.rand() <= 0.5  # on the CPU: rows chosen there
         for k, (name, value, signed) in enumerate(operations):
             chosen = drawn == k
-            for sign, rows in ((1, chosen & ~negative), (-1, chosen & negative)) if signed else ((1, chosen),):
-                if rows.any():
+            for sign, mask in ((1, chosen & ~negative), (-1, chosen & negative)) if signed else ((1, chosen),):
+                rows = chosen_rows(mask, images.device)
+                if rows is not None and name != "Identity":
                     out[rows] = transform._apply_image_or_video_transform(
                         out[rows], name, sign * value, interpolation=transform.interpolation, fill=transform._fill)
     return out
@@ -129,9 +130,9 @@ def resized_crops(images: torch.Tensor, boxes: torch.Tensor, side: int, mirror: 
     top, left, box_h, box_w = boxes.unbind(1)
     xs = _sample_points(left, box_w, w, side)
     xs = torch.where(mirror[:, None], xs.flip(1), xs)
-    ys = _sample_points(top, box_h, h, side)
+    xs, ys = to_device(xs, images.device), to_device(_sample_points(top, box_h, h, side), images.device)
     grid = torch.stack([xs[:, None, :].expand(b, side, side), ys[:, :, None].expand(b, side, side)], -1)  # (B,S,S,2)
-    return F.grid_sample(images.float(), grid.to(images.device), mode="bilinear", align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="bilinear", align_corners=False)
 
 
 def random_resized_crop(images: torch.Tensor, side: int, flip: bool, generator: torch.Generator | Draws
@@ -180,5 +181,5 @@ def random_erase(images: torch.Tensor, generator: torch.Generator | Draws, max_f
     ys, xs = torch.arange(h)[None, :], torch.arange(w)[None, :]
     in_y = (ys >= y0[:, None]) & (ys < (y0 + sh)[:, None])  # (B, H)
     in_x = (xs >= x0[:, None]) & (xs < (x0 + sw)[:, None])  # (B, W)
-    mask = (in_y[:, :, None] & in_x[:, None, :])[:, None].to(images.device)  # (B, 1, H, W)
+    mask = (to_device(in_y, images.device)[:, :, None] & to_device(in_x, images.device)[:, None, :])[:, None]
     return torch.where(mask, images.mean(dim=(1, 2, 3), keepdim=True), images)

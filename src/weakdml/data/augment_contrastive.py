@@ -19,6 +19,7 @@ from weakdml.data.augment import random_boxes, resized_crops
 from weakdml.data.draws import Draws
 from weakdml.errors import UserError
 from weakdml.precision import in_full_precision
+from weakdml.transfer import chosen_rows, to_device
 
 CROP_SCALE = (0.2, 1.0)
 JITTER = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
@@ -41,7 +42,7 @@ def _gray(images: torch.Tensor) -> torch.Tensor:
 
 def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """factor · images + (1 − factor) · other, per image (factor (B,)), clipped to [0, 1] (torchvision's blend)."""
-    f = factor.to(images.device).view(-1, 1, 1, 1)
+    f = to_device(factor, images.device).view(-1, 1, 1, 1)
     return (f * images + (1 - f) * other).clamp(0, 1)
 
 
@@ -63,7 +64,7 @@ def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     import_torchvision()
     from torchvision.transforms.v2.functional import _color
     hsv = _color._rgb_to_hsv(images)
-    hue = (hsv[:, 0] + shift.to(images.device).view(-1, 1, 1)).remainder(1.0)
+    hue = (hsv[:, 0] + to_device(shift, images.device).view(-1, 1, 1)).remainder(1.0)
     return _color._hsv_to_rgb(torch.cat([hue[:, None], hsv[:, 1:]], 1))
 
 
@@ -78,13 +79,14 @@ def colour_jitter(images: torch.Tensor, generator: torch.Generator | Draws, stre
     if images.shape[1] == 3:
         operations += [adjust_saturation, adjust_hue]
         factors += [_uniform(draws, 1 - strength[2], 1 + strength[2]), _uniform(draws, -strength[3], strength[3])]
-    order = draws.rand(len(operations)).argsort(1).to(images.device)  # (B, ops)
+    order = draws.rand(len(operations)).argsort(1)  # (B, ops), on the CPU: rows chosen there
     out = images.clone()
     for slot in range(len(operations)):
         for k, (operation, factor) in enumerate(zip(operations, factors)):
-            rows = order[:, slot] == k
-            if rows.any():
-                out[rows] = operation(out[rows], factor[rows.cpu()])
+            mask = order[:, slot] == k
+            rows = chosen_rows(mask, images.device)
+            if rows is not None:
+                out[rows] = operation(out[rows], factor[mask])
     return out
 
 
@@ -93,7 +95,7 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -
     one grouped convolution per direction."""
     b, c, h, w = images.shape
     offsets = torch.arange(kernel_size, device=images.device) - kernel_size // 2
-    kernel = torch.softmax(-0.5 * (offsets[None] / sigma.to(images.device)[:, None]) ** 2, 1)  # (B, K), rows sum 1
+    kernel = torch.softmax(-0.5 * (offsets[None] / to_device(sigma, images.device)[:, None]) ** 2, 1)  # (B, K), rows sum 1
     kernel = kernel.repeat_interleave(c, 0)[:, None]  # (B·C, 1, K): one kernel per image channel
     pad = kernel_size // 2
     x = F.pad(images.reshape(1, b * c, h, w), (pad, pad, pad, pad), mode="reflect")
@@ -121,14 +123,16 @@ def aug_plus(images: torch.Tensor, generator: torch.Generator | Draws, size: int
     size, draws = size or h, Draws.of(generator, b)
     boxes = random_boxes(b, h, w, draws, crop_scale)
     out = resized_crops(images.float() / 255, boxes, size, _chosen(draws, FLIP_P if flip else 0.0))
-    rows = _chosen(draws, JITTER_P).to(images.device)
-    out = torch.where(rows[:, None, None, None], colour_jitter(out, draws), out)
+    jittered = to_device(_chosen(draws, JITTER_P), images.device)
+    out = torch.where(jittered[:, None, None, None], colour_jitter(out, draws), out)
     if c == 3:
-        rows = _chosen(draws, GRAYSCALE_P).to(images.device)
-        out[rows] = _gray(out[rows]).expand(-1, 3, -1, -1)
-    rows = _chosen(draws, BLUR_P)
+        rows = chosen_rows(_chosen(draws, GRAYSCALE_P), images.device)
+        if rows is not None:
+            out[rows] = _gray(out[rows]).expand(-1, 3, -1, -1)
+    blurred = _chosen(draws, BLUR_P)
     sigma = _uniform(draws, *BLUR_SIGMA)
     kernel_size = max(3, round(size / 10) // 2 * 2 + 1)  # odd, about a tenth of the side (23 px at 224 px)
-    if rows.any():
-        out[rows.to(images.device)] = gaussian_blur(out[rows.to(images.device)], sigma[rows], kernel_size)
+    rows = chosen_rows(blurred, images.device)
+    if rows is not None:
+        out[rows] = gaussian_blur(out[rows], sigma[blurred], kernel_size)
     return out

@@ -40,6 +40,7 @@ from weakdml.engine.optim import build_optimizer, set_learning_rate
 from weakdml.engine.tasks import Task
 from weakdml.errors import UserError
 from weakdml.methods.base import Batch, Method
+from weakdml.transfer import to_device
 
 log = logging.getLogger("weakdml")
 LOG_EVERY = 25  # steps between reads of the loss from the device
@@ -171,7 +172,7 @@ class Trainer:
                 losses = self.network(batch)
             loss = rank_loss(losses["loss"], batch)
             bad = ~torch.isfinite(loss.detach()) & (first_bad[1] < 0)
-            here = torch.stack([loss.detach().float(), torch.tensor(float(step), device=loss.device)])
+            here = torch.stack([loss.detach().float(), torch.full((), float(step), device=loss.device)])  # no copy
             first_bad = torch.where(bad, here, first_bad)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -263,10 +264,10 @@ def fill(method: Method, batch: Batch, labeled: Loaded, unlabeled: Loaded | None
     device, train = method.device, method.data
     if batch.all_index is None:
         batch.all_index, batch.all_unlabeled_index = batch.index, batch.unlabeled_index
-    (index, batch.images), batch.labels = labeled, train.labeled.labels[labeled[0]].to(device)
-    batch.index = index.to(device)
+    (index, batch.images), batch.labels = labeled, to_device(train.labeled.labels[labeled[0]], device)
+    batch.index = to_device(index, device)
     if unlabeled is not None:
-        batch.unlabeled_index, batch.unlabeled_images = unlabeled[0].to(device), unlabeled[1]
+        batch.unlabeled_index, batch.unlabeled_images = to_device(unlabeled[0], device), unlabeled[1]
     return batch
 
 

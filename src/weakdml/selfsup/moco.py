@@ -48,9 +48,12 @@ class MoCoQueue(nn.Module):
 @torch.no_grad()
 def momentum_update(query_net: nn.Module, key_net: nn.Module, m: float) -> None:
     """Key parameters ← m · key + (1 − m) · query (MoCo's momentum encoder, m 0.999). Buffers (BatchNorm statistics)
-    are left alone: the key encoder keeps its own running statistics from its own forward passes."""
-    for q, k in zip(query_net.parameters(), key_net.parameters(), strict=True):
-        k.lerp_(q.detach(), 1 - m)
+    are left alone: the key encoder keeps its own running statistics from its own forward passes. One fused update
+    of every parameter (a few kernel launches on a GPU, not one per parameter)."""
+    queries, keys = list(query_net.parameters()), list(key_net.parameters())
+    if len(queries) != len(keys):
+        raise ValueError("the key encoder's parameters do not match the query encoder's")
+    torch._foreach_lerp_(keys, queries, 1 - m)
 
 
 class _InfoNCE(torch.autograd.Function):
