@@ -61,9 +61,13 @@ class Timed:
     batches: list[Batch]
     images_per_step: int = 0
     seconds: list[float] = field(default_factory=list)
+    amp: str = "off"  # the --amp mode it is timed in
+    amp_dtype: torch.dtype | None = None
 
     def step(self, batch: Batch) -> None:
-        loss = self.method.training_step(batch)["loss"]
+        with torch.autocast(self.method.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            loss = self.method.training_step(batch)["loss"]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -43,7 +43,7 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_availa
 part smoke 150 bash scripts/methods_smoke.sh "$device" "$results/smoke"
 part iaa_step 60 python3 benchmarks/iaa_step.py --device "$device" --out "$results"
 part spice_stages 90 python3 benchmarks/spice_stages.py --device "$device" --out "$results"
-part methods_step 45 python3 benchmarks/methods_step.py --device "$device" --out "$results"
+part methods_step 45 python3 benchmarks/methods_step.py --device "$device" --amp off,bf16 --out "$results"
 part nngk_fashion 45 python3 -m weakdml train --device "$device" --dataset fashion-mnist --data-root data --method nngk \
   --epochs 3 --seed 0 --snapshot-images 0 --out "$results/runs/nngk" --progress off
 part cluster_digits 60 python3 -m weakdml cluster --dataset digits --device "$device" --snapshot-images 0 \
