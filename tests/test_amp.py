@@ -4,6 +4,7 @@ checked with the CPU's bfloat16 autocast, which `--amp bf16` turns on there, as 
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -100,9 +101,10 @@ BF16_RUNS["mdr"] = {**BF16_RUNS["contrastive"], "mdr": True, "class_disjoint": T
 
 
 @pytest.mark.parametrize("name", sorted([*BF16_RUNS, "spice"]))
-def test_every_method_trains_under_bfloat16_autocast(name, tmp_path):
+def test_every_method_trains_under_bfloat16_autocast(name, tmp_path, caplog):
     """`--amp bf16` on the CPU: every method's steps run in bfloat16 autocast, as `--amp auto` runs them on a
-    recent GPU, and train with finite losses (SPICE: each of its four stages)."""
+    recent GPU, and train with finite losses (SPICE: each of its four stages); the run says so."""
+    caplog.set_level(logging.INFO, logger="weakdml")
     if name == "spice":
         run_dir = cluster_module.cluster(build_config(overrides={**TINY_SPICE, "amp": "bf16",
                                                                  "out": str(tmp_path / "run")})).run_dir
@@ -111,5 +113,6 @@ def test_every_method_trains_under_bfloat16_autocast(name, tmp_path):
                                                            "out": str(tmp_path / "run")})).run_dir
     rows = metric_rows(run_dir)
     assert rows and all(math.isfinite(row["train_loss"]) for row in rows), rows
+    assert "device cpu (bfloat16 autocast)" in caplog.text
     if name == "spice":
         assert {row["stage"] for row in rows} == {0, 1, 2}  # pretrain, self and semi trained (reliable computes)

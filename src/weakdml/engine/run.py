@@ -30,6 +30,7 @@ from weakdml.engine.pipeline import Pipeline, kept_stage, pipeline_for, run_pipe
 from weakdml.engine.run_folder import locked_run_folder, refuse_foreign
 from weakdml.engine.stages import DONE, StageContext, TrainStage, read_done
 from weakdml.engine.tasks import TASKS, Task
+from weakdml.engine.trainer import amp_dtype
 from weakdml.errors import UserError
 from weakdml.methods.base import Method
 
@@ -203,9 +204,11 @@ def _fit(cfg: Config, run_dir: Path, resume: bool, check: DataCheck | None = Non
             log.warning(f"no validation images ({len(data.train.labeled)} labelled; --val-fraction "
                         f"{cfg.data.val_fraction}): the model kept is the last epoch's; label more images or raise "
                         f"--val-fraction to select on validation")
+        precision = amp_dtype(cfg.train.amp, device)
+        mixed = "" if precision is None else f" ({str(precision).removeprefix('torch.')} autocast)"
         log.info(f"training {cfg.train.method} on {cfg.data.dataset} ({task.name}): {len(data.train.labeled)} "
                  f"labelled, {len(data.val)} validation, {len(data.train.unlabeled)} unlabelled, {len(data.test)} "
-                 f"test; device {device}; run directory {run_dir}")
+                 f"test; device {device}{mixed}; run directory {run_dir}")
         if task.name == "retrieval" and len(data.train.unlabeled):
             d = cfg.data
             asked = f"--labels-per-class {d.labels_per_class}" if d.labels_per_class else \
