@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks a lent GPU machine is for, in one run of about 8.5 minutes at most: every method and command once on
+# The checks a lent GPU machine is for, in one run of about nine minutes at most: every method and command once on
 # CUDA (scripts/methods_smoke.sh), the three speed benchmarks on the GPU (IAA's statistics update and step, SPICE's
 # stages, the methods' steps), two short end-to-end runs (NNGK on Fashion-MNIST, SPICE on digits) and the tests that
 # need a GPU (named *cuda*, skipped elsewhere). Every part has its own time limit, so one slow part cannot cost the
@@ -27,7 +27,8 @@ out=${OUT:-device-results} device=${DEVICE:-cuda}
 results=$(mktemp -d)
 mkdir -p "$out"
 if ls .whl/*.whl > /dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src:$PWD/benchmarks PYTHONUNBUFFERED=1
@@ -40,13 +41,13 @@ part() {  # part NAME SECONDS COMMAND...: run COMMAND with a limit, its output i
 }
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())" \
   | tee "$results/summary.txt"
-part smoke 150 bash scripts/methods_smoke.sh "$device" "$results/smoke"
+part smoke 90 bash scripts/methods_smoke.sh "$device" "$results/smoke"
 part iaa_step 60 python3 benchmarks/iaa_step.py --device "$device" --out "$results"
 part spice_stages 90 python3 benchmarks/spice_stages.py --device "$device" --out "$results"
-part methods_step 45 python3 benchmarks/methods_step.py --device "$device" --amp off,bf16 --out "$results"
+part methods_step 60 python3 benchmarks/methods_step.py --device "$device" --amp off,bf16 --out "$results"
 part nngk_fashion 45 python3 -m weakdml train --device "$device" --dataset fashion-mnist --data-root data --method nngk \
   --epochs 3 --seed 0 --snapshot-images 0 --out "$results/runs/nngk" --progress off
-part cluster_digits 60 python3 -m weakdml cluster --dataset digits --device "$device" --snapshot-images 0 \
+part cluster_digits 120 python3 -m weakdml cluster --dataset digits --device "$device" --snapshot-images 0 \
   --out "$results/runs/cluster" --progress off
 part tests 60 python3 -m pytest -q -p no:cacheprovider -k cuda tests  # the tests that need a GPU (skipped elsewhere)
 # checkpoints, embeddings and splits stay behind: only what was measured comes back
