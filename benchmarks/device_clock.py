@@ -1,4 +1,4 @@
-"""Timing on any device: CUDA runs asynchronously, so a reading of the clock first waits for the device's queued
+"""Timing on any device: GPUs run asynchronously, so a reading of the clock first waits for the device's queued
 work; and the name of what was timed."""
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ def clock(device: torch.device) -> float:
     """``time.perf_counter()`` once the work queued on ``device`` is done."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
     return time.perf_counter()
 
 

@@ -9,6 +9,7 @@
 # Here, once (fetches the pytorch-metric-learning wheel into .whl/ and copies Fashion-MNIST into data/, both ignored
 # by git):   bash scripts/device_check.sh --prepare
 # Then, with the device tool:   run(command="bash scripts/device_check.sh", carry=[".whl", "data"], timeout_s=600)
+# It exits non-zero if any part failed or ran out of its time (summary.txt says which).
 # The machine's own python3 (with CUDA torch, numpy, scipy, scikit-learn, matplotlib, pillow, pyyaml, tqdm) is used;
 # weakdml runs from src/ without being installed. `DEVICE=cpu bash scripts/device_check.sh` tries the script's
 # mechanics here (with .venv/bin first on PATH).
@@ -36,7 +37,7 @@ part() {  # part NAME SECONDS COMMAND...: run COMMAND with a limit, its output i
   local name=$1 limit=$2
   shift 2
   local start=$SECONDS
-  timeout "$limit" "$@" > "$results/$name.log" 2>&1
+  timeout -k 10 "$limit" "$@" > "$results/$name.log" 2>&1
   echo "$name: exit $? after $((SECONDS - start)) s" | tee -a "$results/summary.txt"
 }
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())" \
@@ -56,3 +57,4 @@ cat "$results/smoke/smoke.txt" >> "$results/summary.txt" 2>/dev/null
 cp "$results/summary.txt" "$out/"
 tar czf "$out/device-results.tar.gz" -C "$results" .
 cat "$out/summary.txt"
+! grep -q ": exit [1-9]" "$out/summary.txt"  # non-zero if any part failed or ran out of time

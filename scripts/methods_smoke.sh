@@ -23,10 +23,11 @@ smoke() {  # smoke NAME ARGS...: one weakdml command; its line in smoke.txt
   echo "$name: exit $? after $((SECONDS - start)) s" | tee -a "$out/smoke.txt"
 }
 common=(--dataset digits --device "$device" --seed 0 --progress off)
-# first every command that needs no other's run, all at once; then the three that start from one of those
+# first every command that needs no other's run, all at once; then the four that start from one of those
 for method in nngk cross-entropy mixup mbdml1 mbdml2 mbdml3 proxy-anchor soft-triple supcon; do
   smoke "$method" train "${common[@]}" --method "$method" --epochs 1 --out "$runs/$method" &
 done
+smoke nngk-resumed train "${common[@]}" --method nngk --epochs 1 --out "$runs/nngk-resumed" &
 smoke mbdml4 train "${common[@]}" --method mbdml4 --epochs 1 --nst-rounds 1 --out "$runs/mbdml4" &
 for loss in ms contrastive triplet; do  # IAA from the first epoch, statistics refreshed at the second
   smoke "$loss-iaa" train "${common[@]}" --method "$loss" --iaa --iaa-start-epoch 0 --iaa-update-every 1 \
@@ -38,6 +39,8 @@ wait
 smoke from-moco train "${common[@]}" --method nngk --pretrained "$runs/moco" --epochs 1 --out "$runs/from-moco" &
 smoke embed embed "$runs/nngk" --device "$device" &
 smoke evaluate evaluate "$runs/ms-iaa" --device "$device" &
+# a second epoch in float16 with loss scaling, resumed from the first (saved without a loss scale on CUDA: bf16)
+smoke resume-fp16 train --resume "$runs/nngk-resumed" --epochs 2 --amp fp16 --device "$device" &
 wait
 rm -rf "$runs"
 ! grep -v ": exit 0 after" "$out/smoke.txt"  # non-zero if any command failed (and its line shown again)

@@ -45,6 +45,22 @@ def test_amp_modes_and_the_booleans_of_earlier_config_files(tmp_path: Path) -> N
     assert amp_dtype("off", torch.device("cuda")) is None
 
 
+@pytest.mark.parametrize(("capability", "auto"), [((7, 5), torch.float16), ((8, 0), torch.bfloat16)])
+def test_amp_on_a_gpu_follows_that_gpus_bfloat16_support(capability, auto, monkeypatch):
+    """auto is bfloat16 on GPUs of compute capability 8 and above, else float16 with loss scaling; the capability
+    asked is the run's GPU's (cuda:1 here), not the current one's."""
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: asked.append(device) or capability)
+    assert amp_dtype("auto", torch.device("cuda:1")) == auto
+    assert amp_dtype("fp16", torch.device("cuda:1")) == torch.float16
+    assert asked == [torch.device("cuda:1")] * 2
+    if auto == torch.float16:
+        with pytest.raises(UserError, match="does not support bfloat16"):
+            amp_dtype("bf16", torch.device("cuda:1"))
+    else:
+        assert amp_dtype("bf16", torch.device("cuda:1")) == torch.bfloat16
+
+
 def test_the_moco_loss_is_float32_under_autocast() -> None:
     g = torch.Generator().manual_seed(0)
     q, k = (F.normalize(torch.randn(16, 32, generator=g), dim=1) for _ in range(2))
@@ -89,7 +105,11 @@ def test_prototype_pseudo_labels_rank_in_float32_under_autocast():
     outside = prototype_pseudo_labels(scores, features)
     with torch.autocast(**IN_BF16):
         inside = prototype_pseudo_labels(scores, features)
+        # as SPICE-Self gives them under the CPU's autocast, whose softmax stays in bfloat16: only their rounding
+        from_bf16 = prototype_pseudo_labels(scores.bfloat16(), features.bfloat16())
     assert torch.equal(inside.indices.sort(1).values, outside.indices.sort(1).values)
+    rounded = prototype_pseudo_labels(scores.bfloat16().float(), features.bfloat16().float())
+    assert torch.equal(from_bf16.indices.sort(1).values, rounded.indices.sort(1).values)
 
 
 # one epoch of each, on digits at 8 px; MoCo and SPICE with the tiny settings of their own tests

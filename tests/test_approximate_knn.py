@@ -82,11 +82,10 @@ def test_an_index_moves_to_a_gpu_only_where_faiss_can_search_there() -> None:
     visible GPU, so a CPU build keeps the index on the CPU whatever the embeddings' device."""
     import faiss
 
-    gpu_build = hasattr(faiss, "StandardGpuResources")
-    assert searches_on_gpus(faiss) == (gpu_build and faiss.get_num_gpus() > 0)
-    if not gpu_build:
-        assert hasattr(faiss, "index_cpu_to_all_gpus")  # the attribute that was once taken for GPU support
-        assert not searches_on_gpus(faiss)
+    if hasattr(faiss, "StandardGpuResources"):
+        pytest.skip("a faiss built with GPU support")
+    assert hasattr(faiss, "index_cpu_to_all_gpus")  # the attribute that was once taken for GPU support
+    assert not searches_on_gpus(faiss)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

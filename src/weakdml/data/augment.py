@@ -69,10 +69,12 @@ def rand_augment(images: torch.Tensor, generator: torch.Generator | Draws, num_o
     for _ in range(num_ops):
         drawn, negative = draws.randint(len(operations)), draws.rand() <= 0.5  # on the CPU: rows chosen there
         for k, (name, value, signed) in enumerate(operations):
+            if name == "Identity":
+                continue
             chosen = drawn == k
             for sign, mask in ((1, chosen & ~negative), (-1, chosen & negative)) if signed else ((1, chosen),):
                 rows = chosen_rows(mask, images.device)
-                if rows is not None and name != "Identity":
+                if rows is not None:
                     out[rows] = transform._apply_image_or_video_transform(
                         out[rows], name, sign * value, interpolation=transform.interpolation, fill=transform._fill)
     return out

@@ -51,5 +51,11 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     """Restore ``rng_state``; a GPU's state goes to ``device`` (under torchrun every process restores the one rank 0
     saved)."""
     torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and isinstance(state.get("cuda"), torch.Tensor):
-        torch.cuda.set_rng_state(state["cuda"], device)
+    saved = state.get("cuda")
+    if device.type != "cuda" or saved is None:
+        return
+    if isinstance(saved, list):  # earlier checkpoints: one state per visible GPU
+        index = torch.cuda.current_device() if device.index is None else device.index
+        saved = saved[index] if index < len(saved) else None
+    if saved is not None:
+        torch.cuda.set_rng_state(saved, device)

@@ -41,7 +41,7 @@ def prototype_pseudo_labels(scores: torch.Tensor, features: torch.Tensor, center
         raise UserError(f"a big batch of {n} images cannot be split into {c} clusters: use at least {c} images")
     k = max(1, int(center_ratio * per_cluster * select_ratio))
     m = max(1, int(per_cluster * select_ratio))
-    features = features.to(scores.dtype)
+    scores, features = scores.float(), features.float()  # bfloat16 under CPU autocast (softmax stays in it there)
     by_cluster = scores.transpose(1, 2).contiguous()  # (H, C, N)
     confident = by_cluster.topk(k, dim=2, sorted=False).indices  # (H, C, k): per head and cluster, the k most confident
     # (H·C, D) means of those features, summed as they are read: neither the (H, C, k, D) gather nor a product with
