@@ -91,7 +91,8 @@ def loop_update(stats: ClassStatistics, x: torch.Tensor, y: torch.Tensor) -> tup
     valid = counts > 1
     n = counts.float()
     global_var = (stats.variance[valid] * n[valid, None]).sum(0) / n[valid].sum()
-    d_mean = torch.cdist(stats.mean, stats.mean) + (~valid | torch.eye(len(classes), dtype=torch.bool, device=x.device)) * 1e12
+    own = torch.eye(len(classes), dtype=torch.bool, device=x.device)
+    d_mean = torch.cdist(stats.mean, stats.mean) + (~valid | own) * 1e12
     d_cov = torch.cdist(stats.variance, stats.variance)
     nearest = d_mean.topk(stats.num_neighbours, dim=1, largest=False).indices
     corrected = stats.variance.clone()

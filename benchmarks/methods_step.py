@@ -155,7 +155,8 @@ def table(rows: list[dict]) -> str:
         verdict = {None: "", True: "yes", False: "no"}[r["meets_target"]]
         float32 = "" if r["vs_float32"] is None else f"{r['vs_float32']:.2f}×"
         lines.append(f"| {r['method']} | {r['amp']} | {r['images_per_step']} | {r['ms_per_step']:.1f} | "
-                     f"{r['vs_cross_entropy']:.2f}× | {r['per_image_vs_cross_entropy']:.2f}× | {float32} | {verdict} |")
+                     f"{r['vs_cross_entropy']:.2f}× | {r['per_image_vs_cross_entropy']:.2f}× | {float32} | "
+                     f"{verdict} |")
     return "\n".join(lines)
 
 

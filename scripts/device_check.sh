@@ -40,14 +40,15 @@ part() {  # part NAME SECONDS COMMAND...: run COMMAND with a limit, its output i
   timeout -k 10 "$limit" "$@" > "$results/$name.log" 2>&1
   echo "$name: exit $? after $((SECONDS - start)) s" | tee -a "$results/summary.txt"
 }
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())" \
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available() and
+torch.cuda.get_device_name())" \
   | tee "$results/summary.txt"
 part smoke 90 bash scripts/methods_smoke.sh "$device" "$results/smoke"
 part iaa_step 60 python3 benchmarks/iaa_step.py --device "$device" --out "$results"
 part spice_stages 90 python3 benchmarks/spice_stages.py --device "$device" --out "$results"
 part methods_step 60 python3 benchmarks/methods_step.py --device "$device" --amp off,bf16 --out "$results"
-part nngk_fashion 45 python3 -m weakdml train --device "$device" --dataset fashion-mnist --data-root data --method nngk \
-  --epochs 3 --seed 0 --snapshot-images 0 --out "$results/runs/nngk" --progress off
+part nngk_fashion 45 python3 -m weakdml train --device "$device" --dataset fashion-mnist --data-root data \
+  --method nngk --epochs 3 --seed 0 --snapshot-images 0 --out "$results/runs/nngk" --progress off
 part cluster_digits 120 python3 -m weakdml cluster --dataset digits --device "$device" --snapshot-images 0 \
   --out "$results/runs/cluster" --progress off
 part tests 60 python3 -m pytest -q -p no:cacheprovider -k cuda tests  # the tests that need a GPU (skipped elsewhere)

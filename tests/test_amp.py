@@ -82,7 +82,8 @@ def test_augmentations_give_float32_views_under_autocast_equal_to_those_outside(
     convolutions returned bfloat16 rows that could not be written into the float32 batch ("Index put requires the
     source and destination dtypes match"), so every MoCo and SPICE run failed at its first step on a GPU; and
     RandAugment's rotations and shears moved pixels by their sampling grid's rounding."""
-    images = torch.randint(0, 256, (64, channels, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, channels, 32, 32), dtype=torch.uint8, generator=g)
     views = {
         "aug+": lambda: aug_plus(images, torch.Generator().manual_seed(1)),
         "strong": lambda: augment(images, "strong", True, torch.Generator().manual_seed(1)),

@@ -138,8 +138,8 @@ class TrainConfig:
     amp: str = flag("auto", "mixed precision on CUDA: bf16, fp16 (with loss scaling) or off; auto: bf16 where the "
                             "GPU supports it, else fp16 (kernels, log-sum-exps, losses and augmentation run in "
                             "float32); on the CPU bf16 when asked for (fast on CPUs with AMX or AVX-512 BF16), "
-                            "else float32; other devices train in float32", ("auto", "bf16", "fp16", "off"), role="bookkeeping",
-                    earlier={True: "auto", False: "off"})
+                            "else float32; other devices train in float32", ("auto", "bf16", "fp16", "off"),
+                    role="bookkeeping", earlier={True: "auto", False: "off"})
     deterministic: bool = flag(False, "use deterministic algorithms (slower on GPU)")
     knn: str = flag("exact", "nearest-neighbour search of evaluation and of the NNGK bank's neighbour lists: exact, "
                              "or faiss's approximate IVF or HNSW index, for test sets and banks of about a million "

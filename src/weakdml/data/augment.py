@@ -89,7 +89,6 @@ def center_crop(images: torch.Tensor, side: int | None) -> torch.Tensor:
     return images[..., top:top + side, left:left + side]
 
 
-@in_full_precision
 def eval_view(images: torch.Tensor, crop: int | None) -> torch.Tensor:
     """What the network sees of a uint8 batch at test time: the centre crop, as float in [0, 1]."""
     return center_crop(images, crop).float() / 255

@@ -95,7 +95,8 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -
     one grouped convolution per direction."""
     b, c, h, w = images.shape
     offsets = torch.arange(kernel_size, device=images.device) - kernel_size // 2
-    kernel = torch.softmax(-0.5 * (offsets[None] / to_device(sigma, images.device)[:, None]) ** 2, 1)  # (B, K), rows sum 1
+    sigma = to_device(sigma, images.device)
+    kernel = torch.softmax(-0.5 * (offsets[None] / sigma[:, None]) ** 2, 1)  # (B, K), rows sum 1
     kernel = kernel.repeat_interleave(c, 0)[:, None]  # (B·C, 1, K): one kernel per image channel
     pad = kernel_size // 2
     x = F.pad(images.reshape(1, b * c, h, w), (pad, pad, pad, pad), mode="reflect")
